@@ -1,0 +1,87 @@
+//! Command-line entry: flag parsing with clap and dispatch to one module per subcommand.
+//!
+//! Exit codes are part of the interface: validate exits 0 valid, 1 invalid, 2 usage or I/O
+//! error; plan exits 0 no change, 1 changes, 2 error, 3 risky change with `--fail-on-risky`.
+
+mod keys;
+mod plan;
+mod show;
+mod validate;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// GitOps control plane for restic backups.
+#[derive(Debug, Parser)]
+#[command(name = "restic-manager", version, about, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Check a config repository (a directory, or a git revision) and report every problem.
+    Validate(validate::Args),
+    /// Show what each host will run: policies, schedules, retention and repositories.
+    Show(show::Args),
+    /// Describe what a change between two git revisions does to the fleet, flagging risks.
+    Plan(plan::Args),
+    /// Create the server's age identity and print its recipient.
+    Keygen(keys::KeygenArgs),
+    /// Seal a secret read from stdin for use in a config file.
+    Seal(keys::SealArgs),
+}
+
+/// Output format of the reporting commands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Text,
+    Json,
+}
+
+/// Parses the command line, runs the subcommand and returns its exit code.
+#[must_use]
+pub fn main() -> ExitCode {
+    init_tracing();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() { 2 } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    let code = match cli.command {
+        Command::Validate(args) => validate::run(&args),
+        Command::Show(args) => show::run(&args),
+        Command::Plan(args) => plan::run(&args),
+        Command::Keygen(args) => keys::keygen(&args),
+        Command::Seal(args) => keys::seal(&args),
+    };
+    ExitCode::from(code)
+}
+
+/// Logs go to stderr (stdout is for data), filtered by `RUST_LOG`, warnings by default.
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// Prints an error for the operator on stderr, in one place so the form stays the same.
+pub(crate) fn report_error(error: &anyhow::Error) {
+    #[allow(clippy::print_stderr, reason = "the CLI's error channel")]
+    {
+        eprintln!("error: {error:#}");
+    }
+}
+
+/// Whether stdout/stderr should get colour: only on a terminal and without `NO_COLOR`.
+pub(crate) fn use_color(stream: &impl std::io::IsTerminal) -> bool {
+    stream.is_terminal() && std::env::var_os("NO_COLOR").is_none()
+}

@@ -1,0 +1,102 @@
+//! `restic-manager validate`: check a config repository and report every problem at once.
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+
+use super::{Format, report_error, use_color};
+use crate::config::{self, Loaded};
+
+/// Flags of `validate`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The config repository (a directory; with --rev, a git repository). Default: `.`.
+    #[arg(default_value = ".")]
+    pub dir: PathBuf,
+    /// Validate this git revision (commit, branch or tag) instead of the files on disk.
+    #[arg(long)]
+    pub rev: Option<String>,
+    /// The server's age identity file: also check that every sealed value opens with it.
+    #[arg(long, env = "RM_IDENTITY")]
+    pub identity: Option<PathBuf>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+}
+
+/// Loads a config repository from a directory, or from a revision of the git repository
+/// there.
+pub fn load_source(dir: &std::path::Path, rev: Option<&str>) -> anyhow::Result<Loaded> {
+    let files = match rev {
+        Some(rev) => crate::git::read_revision(dir, rev)
+            .with_context(|| format!("cannot read revision `{rev}` of {}", dir.display()))?,
+        None => config::source::read_dir(dir)?,
+    };
+    Ok(config::load(&files))
+}
+
+/// Runs `validate`: 0 valid, 1 invalid, 2 usage or I/O error.
+pub fn run(args: &Args) -> u8 {
+    let mut loaded = match load_source(&args.dir, args.rev.as_deref()) {
+        Ok(loaded) => loaded,
+        Err(e) => {
+            report_error(&e);
+            return 2;
+        }
+    };
+    if let Some(identity) = &args.identity {
+        if let Err(e) = crate::secrets::check_openable(identity, &mut loaded) {
+            report_error(&e);
+            return 2;
+        }
+    }
+
+    let diagnostics = &loaded.diagnostics;
+    let valid = !diagnostics.has_errors();
+    match args.format {
+        Format::Json => {
+            let report = serde_json::json!({
+                "valid": valid,
+                "errors": diagnostics.errors().count(),
+                "warnings": diagnostics.items().len() - diagnostics.errors().count(),
+                "diagnostics": diagnostics.items(),
+            });
+            print_out(&format!("{report:#}\n"));
+        }
+        Format::Text => {
+            let text = diagnostics.render_text(use_color(&std::io::stderr()));
+            let errors = diagnostics.errors().count();
+            let warnings = diagnostics.items().len() - errors;
+            let summary = if valid {
+                let counts = loaded.config.as_ref().map_or(String::new(), |c| {
+                    format!(
+                        ": {} hosts, {} policies, {} repositories, {} notifications",
+                        c.hosts.len(),
+                        c.policies.len(),
+                        c.repositories.len(),
+                        c.notifications.len()
+                    )
+                });
+                format!("valid{counts} ({warnings} warnings)\n")
+            } else {
+                format!("invalid: {errors} errors, {warnings} warnings\n")
+            };
+            print_err(&text);
+            print_out(&summary);
+        }
+    }
+    u8::from(!valid)
+}
+
+#[allow(clippy::print_stdout, reason = "stdout carries the command's result")]
+fn print_out(text: &str) {
+    print!("{text}");
+}
+
+#[allow(
+    clippy::print_stderr,
+    reason = "diagnostics go to stderr, beside the logs"
+)]
+fn print_err(text: &str) {
+    eprint!("{text}");
+}

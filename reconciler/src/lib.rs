@@ -1,0 +1,11 @@
+//! restic-manager's server side: the config repository model and the tools built on it
+//! (`validate`, `show`, `plan`, `seal`, `keygen`).
+//!
+//! The binary in `main.rs` only parses flags and calls into [`cli`]; everything it does is a
+//! library function here so tests and the server share one implementation.
+
+pub mod cli;
+pub mod config;
+pub mod git;
+pub mod plan;
+pub mod secrets;

@@ -1,0 +1,1 @@
+//! `plan`: the semantic difference between the effective assignments of two revisions.
