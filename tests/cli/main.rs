@@ -1,0 +1,5 @@
+//! End-to-end tests of the `restic-manager` binary: real files, real git repositories, the
+//! exit codes and messages a user sees.
+
+mod common;
+mod validate;

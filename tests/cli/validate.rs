@@ -1,0 +1,1 @@
+//! `validate` on directories: exit codes and messages.
