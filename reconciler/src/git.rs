@@ -17,3 +17,23 @@ pub fn read_revision(_repo: &Path, _rev: &str) -> Result<ConfigFiles, GitError> 
         "reading git revisions is not implemented yet".to_owned(),
     ))
 }
+
+/// A commit as shown to users.
+#[derive(Debug, Clone)]
+pub struct CommitInfo {
+    pub id: String,
+    pub short: String,
+    pub summary: String,
+    pub author: String,
+    pub time: String,
+}
+
+/// Resolves a revision to its commit.
+pub fn resolve_commit(_repo: &Path, _rev: &str) -> Result<CommitInfo, GitError> {
+    Err(GitError::Other("not implemented yet".to_owned()))
+}
+
+/// The merge base of `head` with the default branch.
+pub fn plan_base(_repo: &Path, _head: &str) -> Result<String, GitError> {
+    Err(GitError::Other("not implemented yet".to_owned()))
+}

@@ -12,7 +12,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-/// GitOps control plane for restic backups.
+/// `GitOps` control plane for restic backups.
 #[derive(Debug, Parser)]
 #[command(name = "restic-manager", version, about, propagate_version = true)]
 pub struct Cli {

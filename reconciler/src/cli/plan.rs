@@ -1,10 +1,119 @@
 //! `restic-manager plan`: describe what a change between two revisions does to the fleet.
 
+use std::path::PathBuf;
+
+use super::{report_error, use_color};
+use crate::config::{self, Config};
+use crate::plan::{Revisions, diff};
+
+/// Output formats of `plan`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PlanFormat {
+    Text,
+    Markdown,
+    Json,
+}
+
 /// Flags of `plan`.
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// The git repository holding the config. Default: the current directory.
+    #[arg(long, default_value = ".")]
+    pub repo: PathBuf,
+    /// The revision before the change. Default: the merge base of --head with the default
+    /// branch (origin/HEAD, else main or master).
+    #[arg(long)]
+    pub base: Option<String>,
+    /// The revision after the change.
+    #[arg(long, default_value = "HEAD")]
+    pub head: String,
+    /// Output format; markdown is meant for pull-request comments.
+    #[arg(long, value_enum, default_value_t = PlanFormat::Text)]
+    pub format: PlanFormat,
+    /// Exit with 3 when a risky change is present.
+    #[arg(long)]
+    pub fail_on_risky: bool,
+}
 
-/// Runs `plan`.
-pub fn run(_args: &Args) -> u8 {
-    2
+/// Runs `plan`: 0 no change, 1 changes, 2 error, 3 risky change with --fail-on-risky.
+pub fn run(args: &Args) -> u8 {
+    match plan(args) {
+        Ok(code) => code,
+        Err(e) => {
+            report_error(&e);
+            2
+        }
+    }
+}
+
+fn plan(args: &Args) -> anyhow::Result<u8> {
+    let base_rev = match &args.base {
+        Some(base) => base.clone(),
+        None => crate::git::plan_base(&args.repo, &args.head)?,
+    };
+    let base_commit = crate::git::resolve_commit(&args.repo, &base_rev)?;
+    let head_commit = crate::git::resolve_commit(&args.repo, &args.head)?;
+    let base = load_valid(args, &base_rev, "base")?;
+    let head = load_valid(args, &args.head, "head")?;
+
+    let plan = diff(&base, &head);
+    let revisions = Revisions {
+        base: format!("{} ({})", base_commit.short, base_commit.summary),
+        head: format!("{} ({})", head_commit.short, head_commit.summary),
+    };
+    let text = match args.format {
+        PlanFormat::Text => plan.render_text(&revisions),
+        PlanFormat::Markdown => plan.render_markdown(&revisions),
+        PlanFormat::Json => format!(
+            "{:#}\n",
+            serde_json::json!({
+                "base": { "rev": base_rev, "commit": base_commit.id, "summary": base_commit.summary },
+                "head": { "rev": args.head, "commit": head_commit.id, "summary": head_commit.summary },
+                "changed": !plan.is_empty(),
+                "risky": plan.has_risky(),
+                "hosts-affected": plan.hosts_affected(),
+                "changes": plan.changes,
+            })
+        ),
+    };
+    print_out(&text);
+
+    Ok(if args.fail_on_risky && plan.has_risky() {
+        3
+    } else {
+        u8::from(!plan.is_empty())
+    })
+}
+
+/// Loads a revision; a revision that does not validate makes plan fail with its errors.
+fn load_valid(args: &Args, rev: &str, which: &str) -> anyhow::Result<Config> {
+    let files = crate::git::read_revision(&args.repo, rev)?;
+    let loaded = config::load(&files);
+    if let Some(config) = loaded.config {
+        Ok(config)
+    } else {
+        print_err(
+            &loaded
+                .diagnostics
+                .render_text(use_color(&std::io::stderr())),
+        );
+        anyhow::bail!(
+            "the {which} revision `{rev}` does not validate ({} errors above); fix it \
+             before planning",
+            loaded.diagnostics.errors().count()
+        )
+    }
+}
+
+#[allow(clippy::print_stdout, reason = "stdout carries the command's result")]
+fn print_out(text: &str) {
+    print!("{text}");
+}
+
+#[allow(
+    clippy::print_stderr,
+    reason = "diagnostics go to stderr, beside the logs"
+)]
+fn print_err(text: &str) {
+    eprint!("{text}");
 }

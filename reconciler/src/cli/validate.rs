@@ -44,11 +44,11 @@ pub fn run(args: &Args) -> u8 {
             return 2;
         }
     };
-    if let Some(identity) = &args.identity {
-        if let Err(e) = crate::secrets::check_openable(identity, &mut loaded) {
-            report_error(&e);
-            return 2;
-        }
+    if let Some(identity) = &args.identity
+        && let Err(e) = crate::secrets::check_openable(identity, &mut loaded)
+    {
+        report_error(&e);
+        return 2;
     }
 
     let diagnostics = &loaded.diagnostics;

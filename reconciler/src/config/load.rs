@@ -270,38 +270,38 @@ fn parse<T: DeserializeOwned>(d: &mut Diagnostics, path: &str, text: &str) -> Op
 /// "did you mean" from the keys that are valid at that place.
 #[must_use]
 pub fn explain_toml_error(message: &str) -> (String, Option<String>) {
-    if let Some(rest) = message.strip_prefix("unknown field `") {
-        if let Some((key, expected)) = rest.split_once('`') {
-            let valid: Vec<&str> = expected
-                .split('`')
-                .skip(1)
-                .step_by(2)
-                .filter(|k| !k.is_empty())
-                .collect();
-            let message = format!("unknown key `{key}`");
-            let help = match suggest(key, valid.iter().copied()) {
-                Some(best) => format!(
-                    "did you mean `{best}`? valid keys here: {}",
-                    valid.join(", ")
-                ),
-                None if valid.is_empty() => "no keys are allowed here".to_owned(),
-                None => format!("valid keys here: {}", valid.join(", ")),
-            };
-            return (message, Some(help));
-        }
+    if let Some(rest) = message.strip_prefix("unknown field `")
+        && let Some((key, expected)) = rest.split_once('`')
+    {
+        let valid: Vec<&str> = expected
+            .split('`')
+            .skip(1)
+            .step_by(2)
+            .filter(|k| !k.is_empty())
+            .collect();
+        let message = format!("unknown key `{key}`");
+        let help = match suggest(key, valid.iter().copied()) {
+            Some(best) => format!(
+                "did you mean `{best}`? valid keys here: {}",
+                valid.join(", ")
+            ),
+            None if valid.is_empty() => "no keys are allowed here".to_owned(),
+            None => format!("valid keys here: {}", valid.join(", ")),
+        };
+        return (message, Some(help));
     }
     if let Some(rest) = message.strip_prefix("missing field `") {
         let key = rest.trim_end_matches('`');
         return (format!("missing required key `{key}`"), None);
     }
-    if let Some(rest) = message.strip_prefix("unknown variant `") {
-        if let Some((value, expected)) = rest.split_once('`') {
-            let expected = expected.trim_start_matches(", expected ");
-            return (
-                format!("unknown value `{value}`, expected {expected}"),
-                None,
-            );
-        }
+    if let Some(rest) = message.strip_prefix("unknown variant `")
+        && let Some((value, expected)) = rest.split_once('`')
+    {
+        let expected = expected.trim_start_matches(", expected ");
+        return (
+            format!("unknown value `{value}`, expected {expected}"),
+            None,
+        );
     }
     (message.replace("field", "key"), None)
 }
@@ -333,7 +333,7 @@ fn cross_check(
                 .hosts
                 .iter()
                 .find(|(o, _)| &o.name == name)
-                .and_then(|(_, raw)| raw.hostname.as_ref().map(|h| h.span()));
+                .and_then(|(_, raw)| raw.hostname.as_ref().map(serde_spanned::Spanned::span));
             d.error_help(
                 &file,
                 span,
@@ -404,7 +404,6 @@ fn check_policy_refs(
             &policy.repository,
             defined.repositories.iter(),
         ),
-        None => {}
         Some(repo) if repo.append_only && repo.maintenance.is_none() => {
             if let Some(retention) = &raw.retention {
                 d.error_help(
@@ -423,7 +422,7 @@ fn check_policy_refs(
                 );
             }
         }
-        Some(_) => {}
+        _ => {}
     }
 
     warn_missing_names(d, config, file, &raw.hosts.get_ref().names);
@@ -517,15 +516,14 @@ fn unknown_ref<'a>(
         "policy" => "policies",
         _ => "hosts",
     };
-    let help = match suggest(name, known.clone().map(String::as_str)) {
-        Some(best) => format!("did you mean `{best}`?"),
-        None => {
-            let names: Vec<&str> = known.map(String::as_str).collect();
-            if names.is_empty() {
-                format!("there is no {dir}/{name}.toml and no {kind} is defined")
-            } else {
-                format!("there is no {dir}/{name}.toml; known: {}", names.join(", "))
-            }
+    let help = if let Some(best) = suggest(name, known.clone().map(String::as_str)) {
+        format!("did you mean `{best}`?")
+    } else {
+        let names: Vec<&str> = known.map(String::as_str).collect();
+        if names.is_empty() {
+            format!("there is no {dir}/{name}.toml and no {kind} is defined")
+        } else {
+            format!("there is no {dir}/{name}.toml; known: {}", names.join(", "))
         }
     };
     d.error_help(file, Some(span), format!("unknown {kind} `{name}`"), help);

@@ -14,6 +14,8 @@ pub mod raw;
 pub mod retention;
 pub mod schedule;
 pub mod source;
+#[cfg(test)]
+pub mod testing;
 pub mod url;
 
 pub use diag::{Diagnostic, Diagnostics, Severity};

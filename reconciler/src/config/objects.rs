@@ -166,7 +166,9 @@ impl Object<'_, '_> {
         what: &str,
     ) -> Option<Schedule> {
         let trigger = match (keys.cron, keys.every) {
-            (Some(cron), None) => self.parse(cron, CronExpr::parse).map(Trigger::Cron),
+            (Some(cron), None) => self
+                .parse(cron, CronExpr::parse)
+                .map(|c| Trigger::Cron(Box::new(c))),
             (None, Some(every)) => {
                 let every = self.positive_duration(every, "`every`")?;
                 if every < jiff::SignedDuration::from_mins(1) {
@@ -309,17 +311,16 @@ pub fn host(cx: &mut Cx<'_>, file: &str, name: &str, raw: &RawHost) -> Checked<H
         }
         None => name.to_owned(),
     };
-    let agent_key = match &raw.agent_key {
-        Some(key) => o.parse(key, AgentKey::parse),
-        None => {
-            o.warning_help(
-                None,
-                format!("host `{name}` has no agent-key, so its agent cannot connect yet"),
-                "run `restic-manager-agent keygen` on the host and commit the printed key as \
-                 `agent-key`",
-            );
-            None
-        }
+    let agent_key = if let Some(key) = &raw.agent_key {
+        o.parse(key, AgentKey::parse)
+    } else {
+        o.warning_help(
+            None,
+            format!("host `{name}` has no agent-key, so its agent cannot connect yet"),
+            "run `restic-manager-agent keygen` on the host and commit the printed key as \
+             `agent-key`",
+        );
+        None
     };
     for (key, value) in &raw.labels {
         if !valid_label(key) {
@@ -474,9 +475,9 @@ pub fn policy(cx: &mut Cx<'_>, file: &str, name: &str, raw: &RawPolicy) -> Check
             None
         }
         (None, _) => retention.as_ref().map(|_| Schedule {
-            trigger: Trigger::Cron(
+            trigger: Trigger::Cron(Box::new(
                 CronExpr::parse(DEFAULT_FORGET_CRON).expect("the default forget cron parses"),
-            ),
+            )),
             timezone: default_zone.clone(),
             jitter: jiff::SignedDuration::ZERO,
         }),

@@ -378,7 +378,7 @@ pub struct RawNotification {
     pub policies: Vec<Spanned<String>>,
     /// A generic HTTP POST with a handlebars body.
     pub webhook: Option<RawWebhook>,
-    /// An ntfy-style topic URL; the message is POSTed as plain text.
+    /// An ntfy-style topic URL; the message is `POSTed` as plain text.
     pub ntfy: Option<RawUrlTarget>,
     /// A healthchecks-style ping URL: `<url>` on success, `<url>/fail` on failure.
     pub healthchecks: Option<RawUrlTarget>,

@@ -24,7 +24,7 @@ pub struct Schedule {
 /// What makes a schedule fire.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Trigger {
-    Cron(CronExpr),
+    Cron(Box<CronExpr>),
     Every(jiff::SignedDuration),
 }
 
@@ -283,7 +283,7 @@ mod tests {
     fn daily_is_rarer_than_hourly() {
         let utc = TimeZoneName::utc();
         let make = |text: &str| Schedule {
-            trigger: Trigger::Cron(CronExpr::parse(text).unwrap()),
+            trigger: Trigger::Cron(Box::new(CronExpr::parse(text).unwrap())),
             timezone: None,
             jitter: jiff::SignedDuration::ZERO,
         };

@@ -1,0 +1,62 @@
+//! Test support: config repositories built in memory.
+
+use super::source::{ConfigFile, ConfigFiles};
+use super::{Config, Loaded, load};
+
+/// Age armor of `plaintext` for a throwaway recipient.
+pub fn sealed(plaintext: &str) -> String {
+    use std::io::Write as _;
+
+    let identity = age::x25519::Identity::generate();
+    let recipient = identity.to_public();
+    let encryptor =
+        age::Encryptor::with_recipients(std::iter::once(&recipient as &dyn age::Recipient))
+            .expect("a recipient");
+    let mut armor = Vec::new();
+    let writer = age::armor::ArmoredWriter::wrap_output(&mut armor, age::armor::Format::AsciiArmor)
+        .expect("armor writer");
+    let mut w = encryptor.wrap_output(writer).expect("encrypt");
+    w.write_all(plaintext.as_bytes()).expect("write");
+    w.finish()
+        .and_then(age::armor::ArmoredWriter::finish)
+        .expect("finish");
+    String::from_utf8(armor).expect("armor is text")
+}
+
+/// A repository file with a sealed password, the same armor every time so that two loads
+/// of one file compare equal.
+pub fn repository(url: &str) -> String {
+    static ARMOR: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let armor = ARMOR.get_or_init(|| sealed("pw"));
+    format!("url = \"{url}\"\npassword = {{ sealed = \"\"\"\n{armor}\"\"\" }}\n")
+}
+
+/// Loads files given as `(path, content)`.
+#[must_use]
+pub fn load_files(files: &[(&str, &str)]) -> Loaded {
+    let files = ConfigFiles {
+        files: files
+            .iter()
+            .map(|(path, content)| ConfigFile {
+                path: (*path).to_owned(),
+                content: Ok(content.as_bytes().to_vec()),
+            })
+            .collect(),
+        skipped: Vec::new(),
+        dirs_found: 3,
+    };
+    load(&files)
+}
+
+/// Loads files that must be valid.
+#[must_use]
+pub fn config(files: &[(&str, &str)]) -> Config {
+    let loaded = load_files(files);
+    match loaded.config {
+        Some(config) => config,
+        None => panic!(
+            "invalid test config:\n{}",
+            loaded.diagnostics.render_text(false)
+        ),
+    }
+}

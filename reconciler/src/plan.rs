@@ -1,1 +1,0 @@
-//! `plan`: the semantic difference between the effective assignments of two revisions.

@@ -1,0 +1,1069 @@
+//! `plan`: the semantic difference between two valid configs, for pull-request review.
+//!
+//! The comparison works on effective assignments (what each host runs after selection and
+//! defaults), so a change is described by its effect — "keep-daily lowered from 14 to 7 on
+//! web-1, web-2" — whichever file caused it. Each change says whether it is risky: whether it
+//! can lose backup history or stop data from being backed up. Changes that are the same on
+//! many hosts are grouped into one line listing the hosts.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use serde::Serialize;
+
+use crate::config::Config;
+use crate::config::effective::{Assignment, HostView, effective};
+use crate::config::model::{EnvValue, Notification, Repository, Schedule, TimeZoneName};
+use crate::config::retention::Retention;
+use crate::config::schedule::format_duration;
+
+/// What kind of change a plan line describes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ChangeKind {
+    HostAdded,
+    HostRemoved,
+    HostPaused,
+    HostResumed,
+    HostnameChanged,
+    PolicyAdded,
+    PolicyRemoved,
+    RepositoryMoved,
+    PathAdded,
+    PathRemoved,
+    ExcludeChanged,
+    TagsChanged,
+    ScheduleChanged,
+    RetentionChanged,
+    ForgetChanged,
+    PruneChanged,
+    CheckChanged,
+    HooksChanged,
+    OptionChanged,
+    RepositoryChanged,
+    NotificationChanged,
+}
+
+/// One change, possibly on many hosts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Change {
+    pub kind: ChangeKind,
+    pub risky: bool,
+    /// The policy concerned, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub policy: Option<String>,
+    /// The hosts it affects, sorted; empty for changes to repositories or notifications.
+    pub hosts: Vec<String>,
+    /// What changes, in plain words, without the host names.
+    pub summary: String,
+}
+
+/// The difference between two configs.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Plan {
+    pub changes: Vec<Change>,
+}
+
+impl Plan {
+    /// Whether anything changes.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.changes.is_empty()
+    }
+
+    /// Whether any change is risky.
+    #[must_use]
+    pub fn has_risky(&self) -> bool {
+        self.changes.iter().any(|c| c.risky)
+    }
+
+    /// The number of distinct hosts any change touches.
+    #[must_use]
+    pub fn hosts_affected(&self) -> usize {
+        self.changes
+            .iter()
+            .flat_map(|c| &c.hosts)
+            .collect::<BTreeSet<_>>()
+            .len()
+    }
+}
+
+/// Compares two configs.
+#[must_use]
+pub fn diff(base: &Config, head: &Config) -> Plan {
+    let mut cx = Differ::default();
+
+    let base_hosts = effective(base);
+    let head_hosts = effective(head);
+    let base_by_name: HashMap<&str, &HostView> =
+        base_hosts.iter().map(|h| (h.name.as_str(), h)).collect();
+    let head_by_name: HashMap<&str, &HostView> =
+        head_hosts.iter().map(|h| (h.name.as_str(), h)).collect();
+
+    for old in &base_hosts {
+        match head_by_name.get(old.name.as_str()) {
+            None => cx.host_removed(old),
+            Some(new) => cx.host_changed(old, new),
+        }
+    }
+    for new in &head_hosts {
+        if !base_by_name.contains_key(new.name.as_str()) {
+            cx.host_added(new);
+        }
+    }
+    for (name, old) in &base.repositories {
+        cx.repository(name, Some(old), head.repositories.get(name));
+    }
+    for (name, new) in &head.repositories {
+        if !base.repositories.contains_key(name) {
+            cx.repository(name, None, Some(new));
+        }
+    }
+    for (name, old) in &base.notifications {
+        cx.notification(name, Some(old), head.notifications.get(name));
+    }
+    for (name, new) in &head.notifications {
+        if !base.notifications.contains_key(name) {
+            cx.notification(name, None, Some(new));
+        }
+    }
+
+    cx.finish()
+}
+
+/// Collects per-host changes and groups equal ones.
+#[derive(Default)]
+struct Differ {
+    grouped: BTreeMap<(bool, ChangeKind, Option<String>, String), Vec<String>>,
+    intervals: HashMap<String, Option<jiff::SignedDuration>>,
+}
+
+impl Differ {
+    fn push(
+        &mut self,
+        host: Option<&str>,
+        kind: ChangeKind,
+        risky: bool,
+        policy: Option<&str>,
+        summary: String,
+    ) {
+        let hosts = self
+            .grouped
+            .entry((!risky, kind, policy.map(str::to_owned), summary))
+            .or_default();
+        if let Some(host) = host {
+            hosts.push(host.to_owned());
+        }
+    }
+
+    fn finish(self) -> Plan {
+        let changes = self
+            .grouped
+            .into_iter()
+            .map(|((not_risky, kind, policy, summary), mut hosts)| {
+                hosts.sort();
+                hosts.dedup();
+                Change {
+                    kind,
+                    risky: !not_risky,
+                    policy,
+                    hosts,
+                    summary,
+                }
+            })
+            .collect();
+        Plan { changes }
+    }
+
+    fn host_added(&mut self, new: &HostView) {
+        let runs = policy_list(&new.assignments);
+        self.push(
+            Some(&new.name),
+            ChangeKind::HostAdded,
+            false,
+            None,
+            format!("host added; {runs}"),
+        );
+    }
+
+    fn host_removed(&mut self, old: &HostView) {
+        let (risky, summary) = if old.assignments.is_empty() {
+            (false, "host removed; it ran no policy".to_owned())
+        } else {
+            (
+                true,
+                format!(
+                    "host removed: it is no longer backed up ({} stop; existing snapshots are \
+                     kept)",
+                    policy_list(&old.assignments).trim_start_matches("runs ")
+                ),
+            )
+        };
+        self.push(
+            Some(&old.name),
+            ChangeKind::HostRemoved,
+            risky,
+            None,
+            summary,
+        );
+    }
+
+    fn host_changed(&mut self, old: &HostView, new: &HostView) {
+        let host = Some(new.name.as_str());
+        if old.hostname != new.hostname {
+            self.push(
+                host,
+                ChangeKind::HostnameChanged,
+                true,
+                None,
+                format!(
+                    "restic hostname changes from `{}` to `{}`: new snapshots start a new \
+                     history and retention no longer applies to the old ones",
+                    old.hostname, new.hostname
+                ),
+            );
+        }
+        if !old.paused && new.paused {
+            self.push(
+                host,
+                ChangeKind::HostPaused,
+                true,
+                None,
+                "host paused: it runs no backups until resumed".to_owned(),
+            );
+        } else if old.paused && !new.paused {
+            self.push(
+                host,
+                ChangeKind::HostResumed,
+                false,
+                None,
+                "host resumed".to_owned(),
+            );
+        }
+
+        // Paths the host had backed up anywhere, to tell a move from a loss.
+        let covered_after: BTreeSet<&str> = new
+            .assignments
+            .iter()
+            .flat_map(|a| a.paths.iter().map(String::as_str))
+            .collect();
+
+        let new_by_policy: HashMap<&str, &Assignment> = new
+            .assignments
+            .iter()
+            .map(|a| (a.policy.as_str(), a))
+            .collect();
+        for a in &old.assignments {
+            if let Some(b) = new_by_policy.get(a.policy.as_str()) {
+                self.assignment_changed(&new.name, a, b, &covered_after);
+            } else {
+                let lost: Vec<&str> = a
+                    .paths
+                    .iter()
+                    .map(String::as_str)
+                    .filter(|p| !covered_after.contains(p))
+                    .collect();
+                let (risky, summary) = if lost.is_empty() {
+                    (
+                        false,
+                        "policy no longer applies; its paths are still backed up by \
+                         another policy"
+                            .to_owned(),
+                    )
+                } else {
+                    (
+                        true,
+                        format!(
+                            "policy no longer applies: {} no longer backed up",
+                            quote_list(&lost)
+                        ),
+                    )
+                };
+                self.push(
+                    host,
+                    ChangeKind::PolicyRemoved,
+                    risky,
+                    Some(&a.policy),
+                    summary,
+                );
+            }
+        }
+        let old_policies: BTreeSet<&str> =
+            old.assignments.iter().map(|a| a.policy.as_str()).collect();
+        for b in &new.assignments {
+            if !old_policies.contains(b.policy.as_str()) {
+                self.push(
+                    host,
+                    ChangeKind::PolicyAdded,
+                    false,
+                    Some(&b.policy),
+                    format!(
+                        "policy now applies: backs up {} into repository `{}`, {}",
+                        quote_list(&b.paths),
+                        b.repository,
+                        b.schedule
+                    ),
+                );
+            }
+        }
+    }
+
+    fn assignment_changed(
+        &mut self,
+        host: &str,
+        a: &Assignment,
+        b: &Assignment,
+        covered_after: &BTreeSet<&str>,
+    ) {
+        let host = Some(host);
+        let policy = Some(a.policy.as_str());
+
+        if a.repository != b.repository || a.repository_url != b.repository_url {
+            let what = if a.repository == b.repository {
+                format!(
+                    "repository `{}` moves from `{}` to `{}`",
+                    a.repository, a.repository_url, b.repository_url
+                )
+            } else {
+                format!(
+                    "moves from repository `{}` to `{}`",
+                    a.repository, b.repository
+                )
+            };
+            self.push(
+                host,
+                ChangeKind::RepositoryMoved,
+                true,
+                policy,
+                format!(
+                    "{what}: new snapshots start without history there, and the old \
+                     snapshots are no longer forgotten or checked"
+                ),
+            );
+        }
+
+        let removed: Vec<&str> = a
+            .paths
+            .iter()
+            .filter(|p| !b.paths.contains(p))
+            .map(String::as_str)
+            .collect();
+        let lost: Vec<&str> = removed
+            .iter()
+            .copied()
+            .filter(|p| !covered_after.contains(p))
+            .collect();
+        let moved: Vec<&str> = removed
+            .iter()
+            .copied()
+            .filter(|p| covered_after.contains(p))
+            .collect();
+        if !lost.is_empty() {
+            self.push(
+                host,
+                ChangeKind::PathRemoved,
+                true,
+                policy,
+                format!("{} no longer backed up", quote_list(&lost)),
+            );
+        }
+        if !moved.is_empty() {
+            self.push(
+                host,
+                ChangeKind::PathRemoved,
+                false,
+                policy,
+                format!(
+                    "{} removed here, still backed up by another policy",
+                    quote_list(&moved)
+                ),
+            );
+        }
+        let added: Vec<&str> = b
+            .paths
+            .iter()
+            .filter(|p| !a.paths.contains(p))
+            .map(String::as_str)
+            .collect();
+        if !added.is_empty() {
+            self.push(
+                host,
+                ChangeKind::PathAdded,
+                false,
+                policy,
+                format!("now backs up {}", quote_list(&added)),
+            );
+        }
+
+        self.excludes(host, policy, a, b);
+
+        if a.tags != b.tags {
+            self.push(
+                host,
+                ChangeKind::TagsChanged,
+                false,
+                policy,
+                format!(
+                    "tags change from [{}] to [{}]",
+                    a.tags.join(", "),
+                    b.tags.join(", ")
+                ),
+            );
+        }
+
+        if a.schedule != b.schedule {
+            let rarer = self.is_rarer(&a.schedule, &b.schedule);
+            let summary = if rarer {
+                format!("backups run less often: {} → {}", a.schedule, b.schedule)
+            } else {
+                format!("backup schedule: {} → {}", a.schedule, b.schedule)
+            };
+            self.push(host, ChangeKind::ScheduleChanged, rarer, policy, summary);
+        }
+
+        self.options(host, policy, a, b);
+        self.retention(host, policy, a.retention.as_ref(), b.retention.as_ref());
+
+        if a.forget != b.forget
+            && let (Some(x), Some(y)) = (&a.forget, &b.forget)
+        {
+            self.push(
+                host,
+                ChangeKind::ForgetChanged,
+                false,
+                policy,
+                format!("forget schedule: {x} → {y}"),
+            );
+        }
+        if a.prune != b.prune {
+            let summary = match (&a.prune, &b.prune) {
+                (None, Some(p)) => format!("prune enabled: {}", p.schedule),
+                (Some(_), None) => "prune disabled: forgotten data is no longer removed".to_owned(),
+                (Some(x), Some(y)) => format!(
+                    "prune: {}{} → {}{}",
+                    x.schedule,
+                    opt_suffix("max-unused", x.max_unused.as_deref()),
+                    y.schedule,
+                    opt_suffix("max-unused", y.max_unused.as_deref())
+                ),
+                (None, None) => String::new(),
+            };
+            self.push(host, ChangeKind::PruneChanged, false, policy, summary);
+        }
+        self.check(host, policy, a, b);
+
+        if a.hooks != b.hooks {
+            let describe = |h: &crate::config::model::Hooks| {
+                let mut parts = Vec::new();
+                for (what, list) in [
+                    ("before", &h.before),
+                    ("after", &h.after),
+                    ("on-failure", &h.on_failure),
+                ] {
+                    for argv in list {
+                        parts.push(format!("{what} {argv:?}"));
+                    }
+                }
+                if parts.is_empty() {
+                    "none".to_owned()
+                } else {
+                    parts.join("; ")
+                }
+            };
+            self.push(
+                host,
+                ChangeKind::HooksChanged,
+                true,
+                policy,
+                format!(
+                    "commands run on the host change: {} → {} (timeout {})",
+                    describe(&a.hooks),
+                    describe(&b.hooks),
+                    format_duration(b.hooks.timeout)
+                ),
+            );
+        }
+    }
+
+    fn excludes(
+        &mut self,
+        host: Option<&str>,
+        policy: Option<&str>,
+        a: &Assignment,
+        b: &Assignment,
+    ) {
+        let added: Vec<&str> = b
+            .exclude
+            .iter()
+            .filter(|p| !a.exclude.contains(p))
+            .map(String::as_str)
+            .collect();
+        let removed: Vec<&str> = a
+            .exclude
+            .iter()
+            .filter(|p| !b.exclude.contains(p))
+            .map(String::as_str)
+            .collect();
+        if !added.is_empty() {
+            self.push(
+                host,
+                ChangeKind::ExcludeChanged,
+                true,
+                policy,
+                format!(
+                    "new exclude patterns {}: matching files are no longer backed up",
+                    quote_list(&added)
+                ),
+            );
+        }
+        if !removed.is_empty() {
+            self.push(
+                host,
+                ChangeKind::ExcludeChanged,
+                false,
+                policy,
+                format!("exclude patterns removed: {}", quote_list(&removed)),
+            );
+        }
+        let added_if: Vec<&str> = b
+            .exclude_if_present
+            .iter()
+            .filter(|p| !a.exclude_if_present.contains(p))
+            .map(String::as_str)
+            .collect();
+        if !added_if.is_empty() {
+            self.push(
+                host,
+                ChangeKind::ExcludeChanged,
+                true,
+                policy,
+                format!(
+                    "directories containing {} are no longer backed up",
+                    quote_list(&added_if)
+                ),
+            );
+        }
+        if !a.exclude_caches && b.exclude_caches {
+            self.push(
+                host,
+                ChangeKind::ExcludeChanged,
+                true,
+                policy,
+                "cache directories (CACHEDIR.TAG) are no longer backed up".to_owned(),
+            );
+        }
+        if !a.one_file_system && b.one_file_system {
+            self.push(host, ChangeKind::ExcludeChanged, true, policy, "one-file-system on: other file systems mounted below the paths are no longer backed up".to_owned());
+        }
+        if (a.exclude_caches && !b.exclude_caches)
+            || (a.one_file_system && !b.one_file_system)
+            || b.exclude_if_present.len() < a.exclude_if_present.len()
+        {
+            self.push(
+                host,
+                ChangeKind::ExcludeChanged,
+                false,
+                policy,
+                "exclusions narrowed: more data is backed up".to_owned(),
+            );
+        }
+    }
+
+    fn options(
+        &mut self,
+        host: Option<&str>,
+        policy: Option<&str>,
+        a: &Assignment,
+        b: &Assignment,
+    ) {
+        if a.missed_run != b.missed_run {
+            self.push(
+                host,
+                ChangeKind::OptionChanged,
+                false,
+                policy,
+                format!(
+                    "missed-run: {} → {}",
+                    missed(a.missed_run),
+                    missed(b.missed_run)
+                ),
+            );
+        }
+        if a.max_duration != b.max_duration {
+            self.push(
+                host,
+                ChangeKind::OptionChanged,
+                false,
+                policy,
+                format!(
+                    "max-duration: {} → {}",
+                    format_duration(a.max_duration),
+                    format_duration(b.max_duration)
+                ),
+            );
+        }
+        if a.partial_is_success != b.partial_is_success {
+            let (risky, summary) = if b.partial_is_success {
+                (
+                    true,
+                    "partial backups (unreadable files) now count as success and no longer alert",
+                )
+            } else {
+                (
+                    false,
+                    "partial backups (unreadable files) now count as failures and alert",
+                )
+            };
+            self.push(
+                host,
+                ChangeKind::OptionChanged,
+                risky,
+                policy,
+                summary.to_owned(),
+            );
+        }
+    }
+
+    fn retention(
+        &mut self,
+        host: Option<&str>,
+        policy: Option<&str>,
+        old: Option<&Retention>,
+        new: Option<&Retention>,
+    ) {
+        match (old, new) {
+            (None, Some(r)) => self.push(
+                host,
+                ChangeKind::RetentionChanged,
+                true,
+                policy,
+                format!("retention added: forget will delete every snapshot not kept by {r}"),
+            ),
+            (Some(r), None) => self.push(
+                host,
+                ChangeKind::RetentionChanged,
+                true,
+                policy,
+                format!("retention removed (was {r}): forget stops and the repository grows without bound"),
+            ),
+            (Some(x), Some(y)) if x != y => {
+                let old_rules: BTreeMap<&str, _> = x.rules().into_iter().collect();
+                let new_rules: BTreeMap<&str, _> = y.rules().into_iter().collect();
+                for (name, old_value) in &old_rules {
+                    match new_rules.get(name) {
+                        None => self.push(
+                            host,
+                            ChangeKind::RetentionChanged,
+                            true,
+                            policy,
+                            format!("{name} {old_value} removed: fewer snapshots are kept"),
+                        ),
+                        Some(new_value) if new_value.keeps_less_than(old_value) => self.push(
+                            host,
+                            ChangeKind::RetentionChanged,
+                            true,
+                            policy,
+                            format!("{name} lowered from {old_value} to {new_value}"),
+                        ),
+                        Some(new_value) if new_value != old_value => self.push(
+                            host,
+                            ChangeKind::RetentionChanged,
+                            false,
+                            policy,
+                            format!("{name} raised from {old_value} to {new_value}"),
+                        ),
+                        Some(_) => {}
+                    }
+                }
+                for (name, new_value) in &new_rules {
+                    if !old_rules.contains_key(name) {
+                        self.push(host, ChangeKind::RetentionChanged, false, policy, format!("{name} {new_value} added"));
+                    }
+                }
+                if x.group_by != y.group_by {
+                    self.push(
+                        host,
+                        ChangeKind::RetentionChanged,
+                        true,
+                        policy,
+                        format!(
+                            "group-by changes from `{}` to `{}`: retention counts snapshots in \
+                             different groups, which can delete snapshots kept so far",
+                            x.group_by, y.group_by
+                        ),
+                    );
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn check(&mut self, host: Option<&str>, policy: Option<&str>, a: &Assignment, b: &Assignment) {
+        match (&a.check, &b.check) {
+            (Some(_), None) => self.push(
+                host,
+                ChangeKind::CheckChanged,
+                true,
+                policy,
+                "check disabled: repository damage would go unnoticed".to_owned(),
+            ),
+            (None, Some(c)) => self.push(
+                host,
+                ChangeKind::CheckChanged,
+                false,
+                policy,
+                format!(
+                    "check enabled: {}{}",
+                    c.schedule,
+                    opt_suffix("read-data-subset", c.read_data_subset.as_deref())
+                ),
+            ),
+            (Some(x), Some(y)) if x != y => {
+                if x.schedule != y.schedule {
+                    let rarer = self.is_rarer(&x.schedule, &y.schedule);
+                    let summary = if rarer {
+                        format!("check runs less often: {} → {}", x.schedule, y.schedule)
+                    } else {
+                        format!("check schedule: {} → {}", x.schedule, y.schedule)
+                    };
+                    self.push(host, ChangeKind::CheckChanged, rarer, policy, summary);
+                }
+                if x.read_data_subset != y.read_data_subset {
+                    let risky = y.read_data_subset.is_none();
+                    let summary = format!(
+                        "check reads {} → {}",
+                        x.read_data_subset
+                            .as_deref()
+                            .map_or("no pack data".to_owned(), |s| format!("{s} of the data")),
+                        y.read_data_subset
+                            .as_deref()
+                            .map_or("no pack data".to_owned(), |s| format!("{s} of the data")),
+                    );
+                    self.push(host, ChangeKind::CheckChanged, risky, policy, summary);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Whether `new` fires less often than `old`. Schedules carry their zone (filled in from
+    /// the host), so UTC here is only a fallback.
+    fn is_rarer(&mut self, old: &Schedule, new: &Schedule) -> bool {
+        let (Some(old), Some(new)) = (self.interval(old), self.interval(new)) else {
+            return false;
+        };
+        new > old
+    }
+
+    fn interval(&mut self, schedule: &Schedule) -> Option<jiff::SignedDuration> {
+        let key = schedule.to_string();
+        *self.intervals.entry(key).or_insert_with(|| {
+            schedule
+                .mean_interval(&TimeZoneName::utc())
+                .or(Some(jiff::SignedDuration::MAX))
+        })
+    }
+
+    fn repository(&mut self, name: &str, old: Option<&Repository>, new: Option<&Repository>) {
+        let kind = ChangeKind::RepositoryChanged;
+        let policy = None;
+        match (old, new) {
+            (None, Some(r)) => self.push(
+                None,
+                kind,
+                false,
+                policy,
+                format!("repository `{name}` added at `{}`", r.url),
+            ),
+            (Some(_), None) => self.push(
+                None,
+                kind,
+                false,
+                policy,
+                format!("repository `{name}` removed from the config (its data is not touched)"),
+            ),
+            (Some(x), Some(y)) => {
+                if x.append_only && !y.append_only {
+                    self.push(None, kind, true, policy, format!("repository `{name}` is no longer append-only: the everyday credential can now delete snapshots"));
+                } else if !x.append_only && y.append_only {
+                    self.push(
+                        None,
+                        kind,
+                        false,
+                        policy,
+                        format!("repository `{name}` is now append-only"),
+                    );
+                }
+                if x.password != y.password {
+                    self.push(None, kind, false, policy, format!("repository `{name}`: the sealed password changed; it must match a key of the repository or every job fails"));
+                }
+                let env_names =
+                    |env: &BTreeMap<String, EnvValue>| env.keys().cloned().collect::<Vec<_>>();
+                if x.env != y.env {
+                    self.push(
+                        None,
+                        kind,
+                        false,
+                        policy,
+                        format!(
+                            "repository `{name}`: backend environment changes (now: {})",
+                            env_names(&y.env).join(", ")
+                        ),
+                    );
+                }
+                if x.maintenance != y.maintenance {
+                    let summary = match (&x.maintenance, &y.maintenance) {
+                        (Some(_), None) => {
+                            format!("repository `{name}`: maintenance credential removed")
+                        }
+                        (None, Some(_)) => {
+                            format!("repository `{name}`: maintenance credential added")
+                        }
+                        _ => format!("repository `{name}`: maintenance credential changes"),
+                    };
+                    self.push(None, kind, false, policy, summary);
+                }
+            }
+            (None, None) => {}
+        }
+    }
+
+    fn notification(&mut self, name: &str, old: Option<&Notification>, new: Option<&Notification>) {
+        let kind = ChangeKind::NotificationChanged;
+        match (old, new) {
+            (None, Some(_)) => self.push(
+                None,
+                kind,
+                false,
+                None,
+                format!("notification `{name}` added"),
+            ),
+            (Some(_), None) => self.push(
+                None,
+                kind,
+                true,
+                None,
+                format!(
+                    "notification `{name}` removed: the failures it reported are no longer sent"
+                ),
+            ),
+            (Some(x), Some(y)) if x != y => {
+                let lost: Vec<String> = x
+                    .events
+                    .difference(&y.events)
+                    .map(|e| format!("{e:?}").to_lowercase())
+                    .collect();
+                if lost.is_empty() {
+                    self.push(
+                        None,
+                        kind,
+                        false,
+                        None,
+                        format!("notification `{name}` changes"),
+                    );
+                } else {
+                    self.push(
+                        None,
+                        kind,
+                        true,
+                        None,
+                        format!("notification `{name}` no longer sends: {}", lost.join(", ")),
+                    );
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+fn missed(m: crate::config::model::MissedRun) -> &'static str {
+    match m {
+        crate::config::model::MissedRun::RunOnce => "run-once",
+        crate::config::model::MissedRun::Skip => "skip",
+    }
+}
+
+fn policy_list(assignments: &[Assignment]) -> String {
+    if assignments.is_empty() {
+        return "runs no policy".to_owned();
+    }
+    let names: Vec<String> = assignments
+        .iter()
+        .map(|a| format!("`{}`", a.policy))
+        .collect();
+    format!("runs {}", names.join(", "))
+}
+
+fn quote_list<S: AsRef<str>>(items: &[S]) -> String {
+    let quoted: Vec<String> = items.iter().map(|s| format!("`{}`", s.as_ref())).collect();
+    quoted.join(", ")
+}
+
+fn opt_suffix(name: &str, value: Option<&str>) -> String {
+    value.map_or(String::new(), |v| format!(", {name} {v}"))
+}
+
+mod render;
+
+pub use render::Revisions;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::testing::{config, repository};
+
+    const POLICY: &str = r#"
+hosts = { labels = { role = "web" } }
+repository = "local"
+paths = ["/etc", "/var/www"]
+schedule = { cron = "0 * * * *" }
+retention = { keep-daily = 14, keep-weekly = 4 }
+check = { cron = "0 5 * * 0" }
+"#;
+
+    fn fleet(policy: &str) -> Config {
+        let local = repository("/srv/restic/local");
+        let other = repository("/srv/restic/other");
+        config(&[
+            ("hosts/web-1.toml", "labels = { role = \"web\" }\n"),
+            ("hosts/web-2.toml", "labels = { role = \"web\" }\n"),
+            ("repositories/local.toml", &local),
+            ("repositories/other.toml", &other),
+            ("policies/web.toml", policy),
+        ])
+    }
+
+    fn risky(plan: &Plan) -> Vec<String> {
+        plan.changes
+            .iter()
+            .filter(|c| c.risky)
+            .map(|c| c.summary.clone())
+            .collect()
+    }
+
+    #[test]
+    fn same_config_has_no_changes() {
+        let plan = diff(&fleet(POLICY), &fleet(POLICY));
+        assert!(plan.is_empty(), "{plan:?}");
+    }
+
+    #[test]
+    fn lowered_retention_and_dropped_path_are_risky_and_grouped() {
+        let head = POLICY
+            .replace("keep-daily = 14", "keep-daily = 7")
+            .replace(", \"/var/www\"", "");
+        let plan = diff(&fleet(POLICY), &fleet(&head));
+        assert_eq!(
+            risky(&plan),
+            [
+                "`/var/www` no longer backed up",
+                "keep-daily lowered from 14 to 7"
+            ]
+        );
+        assert!(plan.changes.iter().all(|c| c.hosts == ["web-1", "web-2"]));
+        assert!(plan.has_risky());
+    }
+
+    #[test]
+    fn raised_retention_is_not_risky() {
+        let head = POLICY.replace("keep-daily = 14", "keep-daily = 30");
+        let plan = diff(&fleet(POLICY), &fleet(&head));
+        assert!(!plan.has_risky());
+        assert_eq!(plan.changes[0].summary, "keep-daily raised from 14 to 30");
+    }
+
+    #[test]
+    fn removed_rule_and_removed_retention_are_risky() {
+        let head = POLICY.replace(", keep-weekly = 4", "");
+        let plan = diff(&fleet(POLICY), &fleet(&head));
+        assert_eq!(
+            risky(&plan),
+            ["keep-weekly 4 removed: fewer snapshots are kept"]
+        );
+
+        let head = POLICY.replace("retention = { keep-daily = 14, keep-weekly = 4 }\n", "");
+        let plan = diff(&fleet(POLICY), &fleet(&head));
+        assert!(risky(&plan)[0].starts_with("retention removed"), "{plan:?}");
+    }
+
+    #[test]
+    fn rarer_schedule_and_disabled_check_are_risky() {
+        let head = POLICY
+            .replace("0 * * * *", "0 2 * * *")
+            .replace("check = { cron = \"0 5 * * 0\" }\n", "");
+        let plan = diff(&fleet(POLICY), &fleet(&head));
+        let risky = risky(&plan);
+        assert!(
+            risky
+                .iter()
+                .any(|s| s.starts_with("backups run less often")),
+            "{risky:?}"
+        );
+        assert!(
+            risky.iter().any(|s| s.starts_with("check disabled")),
+            "{risky:?}"
+        );
+    }
+
+    #[test]
+    fn more_frequent_schedule_is_not_risky() {
+        let head = POLICY.replace("0 * * * *", "*/15 * * * *");
+        let plan = diff(&fleet(POLICY), &fleet(&head));
+        assert!(!plan.has_risky(), "{plan:?}");
+        assert_eq!(plan.changes.len(), 1);
+    }
+
+    #[test]
+    fn moving_to_another_repository_is_risky() {
+        let head = POLICY.replace("repository = \"local\"", "repository = \"other\"");
+        let plan = diff(&fleet(POLICY), &fleet(&head));
+        assert_eq!(plan.changes.len(), 1);
+        assert_eq!(plan.changes[0].kind, ChangeKind::RepositoryMoved);
+        assert!(plan.changes[0].risky);
+    }
+
+    #[test]
+    fn removed_host_is_risky_and_added_host_is_not() {
+        let base = fleet(POLICY);
+        let mut head = base.clone();
+        head.hosts.remove("web-2");
+        let plan = diff(&base, &head);
+        assert_eq!(plan.changes.len(), 1);
+        assert_eq!(plan.changes[0].kind, ChangeKind::HostRemoved);
+        assert!(plan.changes[0].risky);
+        assert_eq!(plan.changes[0].hosts, ["web-2"]);
+
+        let plan = diff(&head, &base);
+        assert_eq!(plan.changes[0].kind, ChangeKind::HostAdded);
+        assert!(!plan.has_risky());
+    }
+
+    #[test]
+    fn path_moved_to_another_policy_is_not_lost() {
+        let base = fleet(POLICY);
+        let mut head = fleet(&POLICY.replace(", \"/var/www\"", ""));
+        let mut extra = head.policies["web"].clone();
+        extra.name = "www".to_owned();
+        extra.paths = vec!["/var/www".to_owned()];
+        extra.repository = "other".to_owned();
+        head.policies.insert("www".to_owned(), extra);
+        let plan = diff(&base, &head);
+        assert!(!plan.has_risky(), "{plan:?}");
+    }
+
+    #[test]
+    fn markdown_lists_risky_changes_first() {
+        let head = POLICY.replace("keep-daily = 14", "keep-daily = 7");
+        let plan = diff(&fleet(POLICY), &fleet(&head));
+        let revisions = Revisions {
+            base: "a".to_owned(),
+            head: "b".to_owned(),
+        };
+        let md = plan.render_markdown(&revisions);
+        assert!(md.contains("#### ⚠️ Risky changes\n\n- policy `web` on `web-1`, `web-2`: keep-daily lowered from 14 to 7\n"), "{md}");
+        let text = plan.render_text(&revisions);
+        assert!(
+            text.contains("  ! policy web on web-1, web-2: keep-daily lowered from 14 to 7\n"),
+            "{text}"
+        );
+    }
+}
