@@ -1,4 +1,8 @@
 //! Helpers shared by the CLI tests: running the binary, building config repositories.
+#![allow(
+    dead_code,
+    reason = "each test module uses a different subset of the helpers"
+)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -101,4 +105,61 @@ pub fn git(dir: &Path, args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// Age armor of `plaintext` for a throwaway recipient: a well-formed sealed value.
+pub fn sealed_armor(plaintext: &str) -> String {
+    use std::io::Write as _;
+
+    let identity = age::x25519::Identity::generate();
+    let recipient = identity.to_public();
+    let encryptor =
+        age::Encryptor::with_recipients(std::iter::once(&recipient as &dyn age::Recipient))
+            .expect("a recipient");
+    let mut armor = Vec::new();
+    let writer = age::armor::ArmoredWriter::wrap_output(&mut armor, age::armor::Format::AsciiArmor)
+        .expect("armor writer");
+    let mut w = encryptor.wrap_output(writer).expect("encrypt");
+    w.write_all(plaintext.as_bytes()).expect("write");
+    w.finish()
+        .and_then(age::armor::ArmoredWriter::finish)
+        .expect("finish");
+    String::from_utf8(armor).expect("armor is text")
+}
+
+/// A small valid config repository: one host, one local repository, one policy.
+pub fn minimal_repo() -> Vec<(String, String)> {
+    vec![
+        (
+            "hosts/web-1.toml".to_owned(),
+            "labels = { role = \"web\" }\n".to_owned(),
+        ),
+        (
+            "repositories/local.toml".to_owned(),
+            format!(
+                "url = \"/srv/restic/local\"\npassword = {{ sealed = \"\"\"\n{}\"\"\" }}\n",
+                sealed_armor("pw")
+            ),
+        ),
+        (
+            "policies/system.toml".to_owned(),
+            "hosts = { names = [\"web-1\"] }\nrepository = \"local\"\npaths = [\"/etc\"]\n\
+             schedule = { cron = \"0 2 * * *\" }\nretention = { keep-daily = 7 }\n"
+                .to_owned(),
+        ),
+    ]
+}
+
+/// The minimal repository with some files replaced or added, written to a temp dir.
+pub fn minimal_with(changes: &[(&str, &str)]) -> tempfile::TempDir {
+    let mut files = minimal_repo();
+    for (path, content) in changes {
+        files.retain(|(p, _)| p != path);
+        files.push(((*path).to_owned(), (*content).to_owned()));
+    }
+    let borrowed: Vec<(&str, &str)> = files
+        .iter()
+        .map(|(p, c)| (p.as_str(), c.as_str()))
+        .collect();
+    config_dir(&borrowed)
 }

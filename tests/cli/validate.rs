@@ -1,1 +1,422 @@
-//! `validate` on directories: exit codes and messages.
+//! `validate` on directories: exit codes and the exact messages users see for bad input.
+
+use std::path::Path;
+
+use crate::common::{minimal_with, restic_manager, run, write};
+
+/// Runs `validate DIR` and returns (exit code, stderr + stdout).
+fn validate(dir: &Path) -> (i32, String) {
+    let out = run(restic_manager().arg("validate").arg(dir));
+    (out.code, format!("{}{}", out.stderr, out.stdout))
+}
+
+/// Asserts validation fails and the output contains `expected` (a headline or message).
+fn assert_invalid(dir: &Path, expected: &str) {
+    let (code, output) = validate(dir);
+    assert_eq!(code, 1, "expected exit 1, output:\n{output}");
+    assert!(
+        output.contains(expected),
+        "expected {expected:?} in:\n{output}"
+    );
+}
+
+#[test]
+fn minimal_repository_is_valid() {
+    let dir = minimal_with(&[]);
+    let (code, output) = validate(dir.path());
+    assert_eq!(code, 0, "{output}");
+    assert!(output.contains("valid: 1 hosts, 1 policies, 1 repositories, 0 notifications"));
+    // The host has no agent-key: a warning, not an error.
+    assert!(output.contains("hosts/web-1.toml: warning: host `web-1` has no agent-key"));
+}
+
+#[test]
+fn wrong_type_names_file_line_and_column() {
+    let dir = minimal_with(&[("hosts/web-1.toml", "paused = 1\n")]);
+    assert_invalid(
+        dir.path(),
+        "hosts/web-1.toml:1:10: error: invalid type: integer `1`, expected a boolean",
+    );
+}
+
+#[test]
+fn unknown_key_suggests_the_right_one() {
+    let dir = minimal_with(&[(
+        "policies/system.toml",
+        "hosts = { names = [\"web-1\"] }\nrepository = \"local\"\npaths = [\"/etc\"]\n\
+         schedule = { crn = \"0 2 * * *\" }\n",
+    )]);
+    assert_invalid(
+        dir.path(),
+        "policies/system.toml:4:14: error: unknown key `crn`",
+    );
+    assert_invalid(dir.path(), "did you mean `cron`?");
+}
+
+#[test]
+fn duplicate_key_is_reported() {
+    let dir = minimal_with(&[("hosts/web-1.toml", "paused = true\npaused = false\n")]);
+    assert_invalid(dir.path(), "hosts/web-1.toml:2:1: error: duplicate key");
+}
+
+#[test]
+fn invalid_cron_is_reported_with_the_expression() {
+    let dir = minimal_with(&[(
+        "policies/system.toml",
+        "hosts = { names = [\"web-1\"] }\nrepository = \"local\"\npaths = [\"/etc\"]\n\
+         schedule = { cron = \"61 2 * * *\" }\nretention = { keep-daily = 7 }\n",
+    )]);
+    assert_invalid(
+        dir.path(),
+        "policies/system.toml:4:21: error: invalid cron expression `61 2 * * *`",
+    );
+}
+
+#[test]
+fn cron_that_never_fires_is_an_error() {
+    let dir = minimal_with(&[(
+        "policies/system.toml",
+        "hosts = { names = [\"web-1\"] }\nrepository = \"local\"\npaths = [\"/etc\"]\n\
+         schedule = { cron = \"0 0 31 2 *\" }\nretention = { keep-daily = 7 }\n",
+    )]);
+    assert_invalid(dir.path(), "cron expression `0 0 31 2 *` never fires");
+}
+
+#[test]
+fn unknown_timezone_is_reported() {
+    let dir = minimal_with(&[("hosts/web-1.toml", "timezone = \"Mars/Olympus_Mons\"\n")]);
+    assert_invalid(
+        dir.path(),
+        "hosts/web-1.toml:1:12: error: unknown time zone `Mars/Olympus_Mons`",
+    );
+}
+
+#[test]
+fn relative_and_empty_paths_are_rejected() {
+    let dir = minimal_with(&[(
+        "policies/system.toml",
+        "hosts = { names = [\"web-1\"] }\nrepository = \"local\"\npaths = [\"etc\", \"\"]\n\
+         schedule = { cron = \"0 2 * * *\" }\nretention = { keep-daily = 7 }\n",
+    )]);
+    assert_invalid(
+        dir.path(),
+        "policies/system.toml:3:10: error: path `etc` is not absolute; paths must start with `/`",
+    );
+    assert_invalid(
+        dir.path(),
+        "policies/system.toml:3:17: error: path is empty",
+    );
+
+    let dir = minimal_with(&[(
+        "policies/system.toml",
+        "hosts = { names = [\"web-1\"] }\nrepository = \"local\"\npaths = []\n\
+         schedule = { cron = \"0 2 * * *\" }\nretention = { keep-daily = 7 }\n",
+    )]);
+    assert_invalid(
+        dir.path(),
+        "policies/system.toml:3:9: error: paths is empty: a policy must back up at least one path",
+    );
+}
+
+#[test]
+fn retention_that_keeps_nothing_is_an_error() {
+    let dir = minimal_with(&[(
+        "policies/system.toml",
+        "hosts = { names = [\"web-1\"] }\nrepository = \"local\"\npaths = [\"/etc\"]\n\
+         schedule = { cron = \"0 2 * * *\" }\nretention = { keep-daily = 0, keep-last = 0 }\n",
+    )]);
+    assert_invalid(
+        dir.path(),
+        "policies/system.toml:5:13: error: this retention keeps nothing: forget would delete \
+         every snapshot of the policy",
+    );
+}
+
+#[test]
+fn missing_repository_is_named_with_a_suggestion() {
+    let dir = minimal_with(&[(
+        "policies/system.toml",
+        "hosts = { names = [\"web-1\"] }\nrepository = \"locl\"\npaths = [\"/etc\"]\n\
+         schedule = { cron = \"0 2 * * *\" }\nretention = { keep-daily = 7 }\n",
+    )]);
+    assert_invalid(
+        dir.path(),
+        "policies/system.toml:2:14: error: unknown repository `locl`",
+    );
+    assert_invalid(dir.path(), "did you mean `local`?");
+}
+
+#[test]
+fn selector_matching_nothing_is_a_warning() {
+    let dir = minimal_with(&[(
+        "policies/system.toml",
+        "hosts = { labels = { role = \"db\" } }\nrepository = \"local\"\npaths = [\"/etc\"]\n\
+         schedule = { cron = \"0 2 * * *\" }\nretention = { keep-daily = 7 }\n",
+    )]);
+    let (code, output) = validate(dir.path());
+    assert_eq!(code, 0, "{output}");
+    assert!(
+        output.contains(
+            "policies/system.toml:1:9: warning: policy `system` selects no host, so it backs \
+             up nothing"
+        ),
+        "{output}"
+    );
+}
+
+#[test]
+fn policy_without_retention_is_a_warning() {
+    let dir = minimal_with(&[(
+        "policies/system.toml",
+        "hosts = { names = [\"web-1\"] }\nrepository = \"local\"\npaths = [\"/etc\"]\n\
+         schedule = { cron = \"0 2 * * *\" }\n",
+    )]);
+    let (code, output) = validate(dir.path());
+    assert_eq!(code, 0, "{output}");
+    assert!(output.contains(
+        "policies/system.toml: warning: policy `system` has no retention: its snapshots are \
+         never forgotten"
+    ));
+}
+
+#[test]
+fn duplicate_hostnames_are_an_error() {
+    let dir = minimal_with(&[
+        ("hosts/web-1.toml", "hostname = \"web.example.net\"\n"),
+        ("hosts/web-2.toml", "hostname = \"web.example.net\"\n"),
+    ]);
+    assert_invalid(
+        dir.path(),
+        "hosts/web-2.toml:1:12: error: hostname `web.example.net` is also used by host `web-1`",
+    );
+}
+
+#[test]
+fn same_path_to_same_repository_from_two_policies_is_an_error() {
+    let dir = minimal_with(&[(
+        "policies/again.toml",
+        "hosts = { all = true }\nrepository = \"local\"\npaths = [\"/srv\", \"/etc\"]\n\
+         schedule = { every = \"6h\" }\nretention = { keep-last = 3 }\n",
+    )]);
+    assert_invalid(
+        dir.path(),
+        "policies/system.toml:3:10: error: path `/etc` of host `web-1` is already backed up \
+         into repository `local` by policy `again`",
+    );
+}
+
+#[test]
+fn bad_file_names_are_rejected() {
+    for name in ["Web-1", "web..1", "web_1"] {
+        let dir = minimal_with(&[(&format!("hosts/{name}.toml"), "")]);
+        assert_invalid(
+            dir.path(),
+            &format!("hosts/{name}.toml: error: `{name}` is not a valid object name"),
+        );
+    }
+}
+
+#[test]
+fn non_utf8_file_is_rejected_with_its_offset() {
+    let dir = minimal_with(&[]);
+    write(
+        dir.path(),
+        "hosts/web-2.toml",
+        b"description = \"caf\xe9\"\n",
+    );
+    assert_invalid(
+        dir.path(),
+        "hosts/web-2.toml:1:19: error: file is not valid UTF-8 (invalid byte at offset 18)",
+    );
+}
+
+#[test]
+fn file_over_one_mebibyte_is_refused_unread() {
+    let dir = minimal_with(&[]);
+    let big = format!("description = \"{}\"\n", "x".repeat(1024 * 1024));
+    write(dir.path(), "hosts/web-2.toml", big.as_bytes());
+    assert_invalid(
+        dir.path(),
+        "hosts/web-2.toml: error: `hosts/web-2.toml` is 1048593 bytes, more than the 1048576 \
+         bytes (1 MiB) a config file may have; refused unread",
+    );
+}
+
+#[test]
+fn deeply_nested_toml_is_an_error_not_a_crash() {
+    let deep = format!(
+        "description = {}{}\n",
+        "[".repeat(50_000),
+        "]".repeat(50_000)
+    );
+    let dir = minimal_with(&[("hosts/web-1.toml", &deep)]);
+    assert_invalid(dir.path(), "hosts/web-1.toml:1:");
+    assert_invalid(
+        dir.path(),
+        "cannot recurse further; max recursion depth met",
+    );
+}
+
+#[test]
+fn empty_directory_is_not_a_config_repository() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    assert_invalid(
+        dir.path(),
+        "error: no hosts/, policies/, repositories/ or notifications/ directory found: this \
+         does not look like a config repository",
+    );
+}
+
+#[test]
+fn missing_directory_is_an_io_error() {
+    let out = run(restic_manager().args(["validate", "/nonexistent/config-repo"]));
+    assert_eq!(out.code, 2);
+    assert!(
+        out.stderr
+            .contains("error: cannot read config directory /nonexistent/config-repo"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn symlink_leaving_the_repository_is_refused() {
+    let outside = tempfile::tempdir().expect("temp dir");
+    write(
+        outside.path(),
+        "secret.toml",
+        b"description = \"outside\"\n",
+    );
+    let dir = minimal_with(&[]);
+    std::os::unix::fs::symlink(
+        outside.path().join("secret.toml"),
+        dir.path().join("hosts/web-2.toml"),
+    )
+    .expect("symlink");
+    assert_invalid(
+        dir.path(),
+        "hosts/web-2.toml: error: `hosts/web-2.toml` is a symlink pointing outside the \
+         repository; refused",
+    );
+}
+
+#[test]
+fn symlink_inside_the_repository_is_followed() {
+    let dir = minimal_with(&[("shared/web.toml", "labels = { role = \"web\" }\n")]);
+    std::fs::remove_file(dir.path().join("hosts/web-1.toml")).expect("rm");
+    std::os::unix::fs::symlink("../shared/web.toml", dir.path().join("hosts/web-1.toml"))
+        .expect("symlink");
+    let (code, output) = validate(dir.path());
+    assert_eq!(code, 0, "{output}");
+}
+
+#[test]
+fn inline_url_credentials_point_to_env() {
+    let dir = minimal_with(&[(
+        "repositories/local.toml",
+        "url = \"rest:https://alice:hunter2@backup.example.net/\"\n\
+         password = { sealed = \"x\" }\n",
+    )]);
+    assert_invalid(
+        dir.path(),
+        "repositories/local.toml:1:7: error: rest url contains credentials",
+    );
+    assert_invalid(
+        dir.path(),
+        "set them in `env` (RESTIC_REST_USERNAME, RESTIC_REST_PASSWORD)",
+    );
+}
+
+#[test]
+fn plain_password_and_bad_armor_are_rejected() {
+    let dir = minimal_with(&[(
+        "repositories/local.toml",
+        "url = \"/srv/restic\"\npassword = \"hunter2\"\n",
+    )]);
+    assert_invalid(
+        dir.path(),
+        "repositories/local.toml:2:12: error: the repository password must be sealed, not plain \
+         text",
+    );
+
+    let dir = minimal_with(&[(
+        "repositories/local.toml",
+        "url = \"/srv/restic\"\npassword = { sealed = \"not armor\" }\n",
+    )]);
+    assert_invalid(
+        dir.path(),
+        "repositories/local.toml:2:12: error: password: the sealed value is not age armor",
+    );
+}
+
+#[test]
+fn plain_secret_env_is_rejected_and_plain_settings_are_kept_exactly() {
+    let dir = minimal_with(&[(
+        "repositories/local.toml",
+        "url = \"s3:https://s3.example.net/bucket\"\npassword = { sealed = \"x\" }\n\
+         env = { AWS_SECRET_ACCESS_KEY = \"abc\" }\n",
+    )]);
+    assert_invalid(
+        dir.path(),
+        "repositories/local.toml:3:33: error: `AWS_SECRET_ACCESS_KEY` is a secret and must be \
+         sealed, not plain text",
+    );
+}
+
+#[test]
+fn json_format_lists_every_diagnostic() {
+    let dir = minimal_with(&[("hosts/web-1.toml", "paused = 1\n")]);
+    let out = run(restic_manager()
+        .arg("validate")
+        .arg(dir.path())
+        .args(["--format", "json"]));
+    assert_eq!(out.code, 1);
+    let report: serde_json::Value = serde_json::from_str(&out.stdout).expect("json");
+    assert_eq!(report["valid"], false);
+    assert_eq!(report["errors"], 1);
+    let first = &report["diagnostics"][0];
+    assert_eq!(first["severity"], "error");
+    assert_eq!(first["file"], "hosts/web-1.toml");
+    assert_eq!(first["line"], 1);
+    assert_eq!(first["column"], 10);
+    assert_eq!(
+        first["message"],
+        "invalid type: integer `1`, expected a boolean"
+    );
+}
+
+#[test]
+fn all_errors_of_several_files_are_reported_in_one_run() {
+    let dir = minimal_with(&[
+        ("hosts/web-1.toml", "pasued = true\n"),
+        (
+            "policies/system.toml",
+            "hosts = { names = [\"web-1\"] }\nrepository = \"nope\"\npaths = [\"/etc\"]\n\
+             schedule = { cron = \"0 25 * * *\" }\nretention = { keep-daily = 7 }\n",
+        ),
+    ]);
+    let (code, output) = validate(dir.path());
+    assert_eq!(code, 1);
+    for expected in [
+        "hosts/web-1.toml:1:1: error: unknown key `pasued`",
+        "policies/system.toml:2:14: error: unknown repository `nope`",
+        "policies/system.toml:4:21: error: invalid cron expression `0 25 * * *`",
+    ] {
+        assert!(
+            output.contains(expected),
+            "expected {expected:?} in:\n{output}"
+        );
+    }
+}
+
+#[test]
+fn usage_error_exits_two() {
+    let out = run(restic_manager().args(["validate", "--format", "yaml"]));
+    assert_eq!(out.code, 2);
+    assert!(
+        out.stderr
+            .contains("invalid value 'yaml' for '--format <FORMAT>'"),
+        "{}",
+        out.stderr
+    );
+}

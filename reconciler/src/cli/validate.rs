@@ -77,15 +77,28 @@ pub fn run(args: &Args) -> u8 {
                         c.notifications.len()
                     )
                 });
-                format!("valid{counts} ({warnings} warnings)\n")
+                format!("valid{counts} ({})\n", plural(warnings, "warning"))
             } else {
-                format!("invalid: {errors} errors, {warnings} warnings\n")
+                format!(
+                    "invalid: {}, {}\n",
+                    plural(errors, "error"),
+                    plural(warnings, "warning")
+                )
             };
             print_err(&text);
             print_out(&summary);
         }
     }
     u8::from(!valid)
+}
+
+/// `1 error`, `2 errors`.
+fn plural(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
 }
 
 #[allow(clippy::print_stdout, reason = "stdout carries the command's result")]

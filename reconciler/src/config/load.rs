@@ -348,11 +348,24 @@ fn cross_check(
         }
     }
 
-    // References from policies.
+    // References from policies, checked on every policy that parsed (even one with other
+    // errors) so that a single run shows them all.
+    for (obj, raw) in &parsed.policies {
+        if !defined.repositories.contains(raw.repository.get_ref()) {
+            unknown_ref(
+                d,
+                &obj.file,
+                raw.repository.span(),
+                "repository",
+                raw.repository.get_ref(),
+                defined.repositories.iter(),
+            );
+        }
+    }
     let fleet = Fleet::new(config);
     for (name, (file, raw)) in policy_files {
         let policy = &config.policies[name];
-        check_policy_refs(d, config, &fleet, file, raw, policy, defined);
+        check_policy_refs(d, config, &fleet, file, raw, policy);
     }
     check_overlapping_paths(d, config, &fleet, policy_files);
 
@@ -393,17 +406,8 @@ fn check_policy_refs(
     file: &str,
     raw: &RawPolicy,
     policy: &Policy,
-    defined: &Defined,
 ) {
     match config.repositories.get(&policy.repository) {
-        None if !defined.repositories.contains(&policy.repository) => unknown_ref(
-            d,
-            file,
-            raw.repository.span(),
-            "repository",
-            &policy.repository,
-            defined.repositories.iter(),
-        ),
         Some(repo) if repo.append_only && repo.maintenance.is_none() => {
             if let Some(retention) = &raw.retention {
                 d.error_help(
