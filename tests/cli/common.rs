@@ -102,3 +102,23 @@ pub fn git(dir: &Path, args: &[&str]) -> String {
     );
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
+
+/// Seals `plaintext` for a fresh throwaway age identity and returns the ASCII armor, for
+/// config files that need a well-formed sealed value.
+pub fn sealed_armor(plaintext: &str) -> String {
+    use std::io::Write as _;
+
+    let identity = age::x25519::Identity::generate();
+    let recipient = identity.to_public();
+    let encryptor =
+        age::Encryptor::with_recipients(std::iter::once(&recipient as &dyn age::Recipient))
+            .expect("a recipient");
+    let mut armor = Vec::new();
+    let writer = age::armor::ArmoredWriter::wrap_output(&mut armor, age::armor::Format::AsciiArmor)
+        .expect("armor writer");
+    let mut writer = encryptor.wrap_output(writer).expect("encrypting writer");
+    writer.write_all(plaintext.as_bytes()).expect("encrypt");
+    let writer = writer.finish().expect("finish encrypting");
+    writer.finish().expect("finish armor");
+    String::from_utf8(armor).expect("armor is ASCII")
+}

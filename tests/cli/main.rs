@@ -3,3 +3,4 @@
 
 mod common;
 mod validate;
+mod validate_rev;
