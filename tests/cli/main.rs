@@ -4,3 +4,4 @@
 mod common;
 mod show;
 mod validate;
+mod validate_rev;

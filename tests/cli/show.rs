@@ -18,20 +18,36 @@ fn show_prints_effective_schedule_retention_and_defaults() {
          (Europe/Berlin)",
         "    check:     never",
     ] {
-        assert!(out.stdout.contains(expected), "expected {expected:?} in:\n{}", out.stdout);
+        assert!(
+            out.stdout.contains(expected),
+            "expected {expected:?} in:\n{}",
+            out.stdout
+        );
     }
 }
 
 #[test]
 fn show_one_host_as_json() {
     let dir = minimal_with(&[("hosts/web-2.toml", "")]);
-    let out = run(restic_manager().arg("show").arg(dir.path()).args(["--host", "web-2"]));
+    let out = run(restic_manager()
+        .arg("show")
+        .arg(dir.path())
+        .args(["--host", "web-2"]));
     assert_eq!(out.code, 0, "{}", out.stderr);
-    assert!(out.stdout.contains("host web-2 (hostname web-2, UTC, not enrolled: no agent-key)"));
-    assert!(out.stdout.contains("no policy selects this host: nothing is backed up"));
+    assert!(
+        out.stdout
+            .contains("host web-2 (hostname web-2, UTC, not enrolled: no agent-key)")
+    );
+    assert!(
+        out.stdout
+            .contains("no policy selects this host: nothing is backed up")
+    );
     assert!(!out.stdout.contains("host web-1"));
 
-    let out = run(restic_manager().arg("show").arg(dir.path()).args(["--format", "json"]));
+    let out = run(restic_manager()
+        .arg("show")
+        .arg(dir.path())
+        .args(["--format", "json"]));
     let json: serde_json::Value = serde_json::from_str(&out.stdout).expect("json");
     let first = &json["hosts"][0];
     assert_eq!(first["name"], "web-1");
@@ -43,10 +59,14 @@ fn show_one_host_as_json() {
 #[test]
 fn show_unknown_host_suggests_a_name() {
     let dir = minimal_with(&[]);
-    let out = run(restic_manager().arg("show").arg(dir.path()).args(["--host", "web-l"]));
+    let out = run(restic_manager()
+        .arg("show")
+        .arg(dir.path())
+        .args(["--host", "web-l"]));
     assert_eq!(out.code, 2);
     assert!(
-        out.stderr.contains("error: there is no host `web-l` (did you mean `web-1`?)"),
+        out.stderr
+            .contains("error: there is no host `web-l` (did you mean `web-1`?)"),
         "{}",
         out.stderr
     );
@@ -57,6 +77,14 @@ fn show_refuses_an_invalid_config() {
     let dir = minimal_with(&[("hosts/web-1.toml", "paused = \"yes\"\n")]);
     let out = run(restic_manager().arg("show").arg(dir.path()));
     assert_eq!(out.code, 1);
-    assert!(out.stderr.contains("hosts/web-1.toml:1:10: error: invalid type"), "{}", out.stderr);
-    assert!(out.stderr.contains("the config is invalid; fix the errors above"));
+    assert!(
+        out.stderr
+            .contains("hosts/web-1.toml:1:10: error: invalid type"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr
+            .contains("the config is invalid; fix the errors above")
+    );
 }

@@ -2,8 +2,6 @@
 
 use std::path::PathBuf;
 
-use anyhow::Context as _;
-
 use super::{Format, report_error, use_color};
 use crate::config::{self, Loaded};
 
@@ -28,8 +26,7 @@ pub struct Args {
 /// there.
 pub fn load_source(dir: &std::path::Path, rev: Option<&str>) -> anyhow::Result<Loaded> {
     let files = match rev {
-        Some(rev) => crate::git::read_revision(dir, rev)
-            .with_context(|| format!("cannot read revision `{rev}` of {}", dir.display()))?,
+        Some(rev) => crate::git::read_revision(dir, rev)?,
         None => config::source::read_dir(dir)?,
     };
     Ok(config::load(&files))
