@@ -479,7 +479,7 @@ fn the_example_repository_opens_with_the_demo_identity() {
         let opened = secrets::open(&identity, &armor).expect("opens");
         let bytes = opened.expose_secret();
         assert!(
-            !bytes.is_empty() && bytes.iter().all(|b| b.is_ascii_graphic()),
+            !bytes.is_empty() && bytes.iter().all(u8::is_ascii_graphic),
             "{} in {} is not plain ASCII",
             sealed.what,
             sealed.file
