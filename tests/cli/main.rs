@@ -2,6 +2,7 @@
 //! exit codes and messages a user sees.
 
 mod common;
+mod secrets;
 mod show;
 mod validate;
 mod validate_rev;
