@@ -2,6 +2,7 @@
 //! exit codes and messages a user sees.
 
 mod common;
+mod plan;
 mod secrets;
 mod show;
 mod validate;

@@ -203,7 +203,7 @@ fn a_value_from_seal_passes_validate_with_the_identity() {
     let out = validate_with(&repo, &identity);
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert!(
-        out.stdout.starts_with("valid: 1 hosts, 1 policies"),
+        out.stdout.starts_with("valid: 1 host, 1 policy"),
         "{}",
         out.stdout
     );
@@ -452,7 +452,7 @@ fn the_example_repository_opens_with_the_demo_identity() {
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert_eq!(
         out.stdout,
-        "valid: 3 hosts, 3 policies, 2 repositories, 1 notifications (0 warnings)\n"
+        "valid: 3 hosts, 3 policies, 2 repositories, 1 notification (0 warnings)\n"
     );
 
     // Every sealed value opens, and none draws a warning; the only thing said on stderr is

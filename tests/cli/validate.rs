@@ -25,7 +25,7 @@ fn minimal_repository_is_valid() {
     let dir = minimal_with(&[]);
     let (code, output) = validate(dir.path());
     assert_eq!(code, 0, "{output}");
-    assert!(output.contains("valid: 1 hosts, 1 policies, 1 repositories, 0 notifications"));
+    assert!(output.contains("valid: 1 host, 1 policy, 1 repository, 0 notifications"));
     // The host has no agent-key: a warning, not an error.
     assert!(output.contains("hosts/web-1.toml: warning: host `web-1` has no agent-key"));
 }
@@ -419,4 +419,63 @@ fn usage_error_exits_two() {
         "{}",
         out.stderr
     );
+}
+
+#[test]
+fn example_repository_is_valid() {
+    let (code, output) = validate(&crate::common::example_repo());
+    assert_eq!(code, 0, "{output}");
+    assert!(output.contains("valid: 3 hosts, 3 policies, 2 repositories, 1 notification"));
+}
+
+/// The acceptance case: three broken files, three errors with positions, one run.
+#[test]
+fn broken_copy_of_the_example_reports_all_three_errors() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    crate::common::copy_tree(&crate::common::example_repo(), dir.path());
+    let edit = |path: &str, from: &str, to: &str| {
+        let full = dir.path().join(path);
+        let text = std::fs::read_to_string(&full).expect("read");
+        assert!(text.contains(from), "{path} has no {from:?}");
+        std::fs::write(full, text.replacen(from, to, 1)).expect("write");
+    };
+    edit(
+        "policies/web.toml",
+        "every = \"6h\"",
+        "cron = \"0 */6 * * * * *\"",
+    );
+    edit("hosts/db-1.toml", "timezone", "time-zone");
+    edit(
+        "policies/postgres.toml",
+        "repository = \"offsite\"",
+        "repository = \"ofsite\"",
+    );
+
+    let (code, output) = validate(dir.path());
+    assert_eq!(code, 1, "{output}");
+    let headlines: Vec<&str> = output.lines().filter(|l| l.contains(": error: ")).collect();
+    assert_eq!(headlines.len(), 3, "{output}");
+    assert!(
+        headlines[0].starts_with("hosts/db-1.toml:"),
+        "{headlines:?}"
+    );
+    assert!(
+        headlines[0].ends_with("error: unknown key `time-zone`"),
+        "{headlines:?}"
+    );
+    assert!(
+        headlines[1].starts_with("policies/postgres.toml:"),
+        "{headlines:?}"
+    );
+    assert!(
+        headlines[1].ends_with("error: unknown repository `ofsite`"),
+        "{headlines:?}"
+    );
+    assert!(
+        headlines[2].starts_with("policies/web.toml:"),
+        "{headlines:?}"
+    );
+    assert!(headlines[2].contains("error: invalid cron expression `0 */6 * * * * *`"));
+    assert!(output.contains("did you mean `timezone`?"));
+    assert!(output.contains("did you mean `offsite`?"));
 }

@@ -49,7 +49,7 @@ fn the_previous_valid_revision_passes() {
     assert_eq!(out.code, 0, "stderr: {}", out.stderr);
     assert_eq!(
         out.stdout,
-        "valid: 1 hosts, 1 policies, 1 repositories, 0 notifications (1 warning)\n"
+        "valid: 1 host, 1 policy, 1 repository, 0 notifications (1 warning)\n"
     );
 }
 

@@ -67,11 +67,11 @@ pub fn run(args: &Args) -> u8 {
             let summary = if valid {
                 let counts = loaded.config.as_ref().map_or(String::new(), |c| {
                     format!(
-                        ": {} hosts, {} policies, {} repositories, {} notifications",
-                        c.hosts.len(),
-                        c.policies.len(),
-                        c.repositories.len(),
-                        c.notifications.len()
+                        ": {}, {}, {}, {}",
+                        plural(c.hosts.len(), "host"),
+                        plural_irregular(c.policies.len(), "policy", "policies"),
+                        plural_irregular(c.repositories.len(), "repository", "repositories"),
+                        plural(c.notifications.len(), "notification")
                     )
                 });
                 format!("valid{counts} ({})\n", plural(warnings, "warning"))
@@ -91,10 +91,15 @@ pub fn run(args: &Args) -> u8 {
 
 /// `1 error`, `2 errors`.
 fn plural(n: usize, noun: &str) -> String {
+    plural_irregular(n, noun, &format!("{noun}s"))
+}
+
+/// `1 policy`, `2 policies`.
+fn plural_irregular(n: usize, one: &str, many: &str) -> String {
     if n == 1 {
-        format!("1 {noun}")
+        format!("1 {one}")
     } else {
-        format!("{n} {noun}s")
+        format!("{n} {many}")
     }
 }
 
