@@ -5,6 +5,7 @@
 //! diagnostic can be shown as `file:line:col` with the offending span underlined (through
 //! miette), or as JSON for machines.
 
+use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::ops::Range;
 use std::sync::Arc;
@@ -68,17 +69,24 @@ struct SourceFile {
 pub struct Diagnostics {
     items: Vec<Diagnostic>,
     files: Vec<SourceFile>,
+    /// Position of each file in `files`, by path: repositories have thousands of files.
+    by_path: HashMap<String, usize>,
 }
 
 impl Diagnostics {
     /// Remembers a file's text so diagnostics in it can show line, column and snippet.
     pub fn add_source(&mut self, path: &str, text: Arc<str>) {
-        if !self.files.iter().any(|f| f.path == path) {
+        if !self.by_path.contains_key(path) {
+            self.by_path.insert(path.to_owned(), self.files.len());
             self.files.push(SourceFile {
                 path: path.to_owned(),
                 text,
             });
         }
+    }
+
+    fn source(&self, path: &str) -> Option<&SourceFile> {
+        self.by_path.get(path).map(|&i| &self.files[i])
     }
 
     /// Records an error at `span` of `file`.
@@ -144,7 +152,7 @@ impl Diagnostics {
         help: Option<String>,
     ) {
         let position = file.zip(span.as_ref()).and_then(|(file, span)| {
-            let source = self.files.iter().find(|f| f.path == file)?;
+            let source = self.source(file)?;
             Some(line_col(&source.text, span.start))
         });
         self.items.push(Diagnostic {
@@ -207,10 +215,7 @@ impl Diagnostics {
         for item in &self.items {
             out.push_str(&item.headline());
             out.push('\n');
-            let source = item
-                .file
-                .as_ref()
-                .and_then(|path| self.files.iter().find(|f| &f.path == path));
+            let source = item.file.as_deref().and_then(|path| self.source(path));
             match (source, &item.span) {
                 (Some(source), Some(span)) => {
                     let report = SnippetReport {

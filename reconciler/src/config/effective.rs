@@ -9,25 +9,28 @@ use std::collections::{BTreeSet, HashMap};
 use serde::Serialize;
 
 use super::model::{
-    Check, Config, Hooks, Host, MissedRun, Policy, Prune, Retention, Schedule, Selector,
-    TimeZoneName,
+    Check, Config, Hooks, Host, MissedRun, Policy, Prune, Repository, Retention, Schedule,
+    Selector, TimeZoneName,
 };
 
 /// Hosts indexed by label, so selecting among 10,000 hosts does not scan them all.
 pub struct Fleet<'a> {
     config: &'a Config,
-    by_label: HashMap<(&'a str, &'a str), Vec<&'a Host>>,
+    /// label name → label value → hosts carrying it, in name order.
+    by_label: HashMap<&'a str, HashMap<&'a str, Vec<&'a Host>>>,
 }
 
 impl<'a> Fleet<'a> {
     /// Builds the label index of a config's hosts.
     #[must_use]
     pub fn new(config: &'a Config) -> Self {
-        let mut by_label: HashMap<(&str, &str), Vec<&Host>> = HashMap::new();
+        let mut by_label: HashMap<&str, HashMap<&str, Vec<&Host>>> = HashMap::new();
         for host in config.hosts.values() {
             for (k, v) in &host.labels {
                 by_label
-                    .entry((k.as_str(), v.as_str()))
+                    .entry(k.as_str())
+                    .or_default()
+                    .entry(v.as_str())
                     .or_default()
                     .push(host);
             }
@@ -35,11 +38,20 @@ impl<'a> Fleet<'a> {
         Self { config, by_label }
     }
 
-    /// The hosts a selector matches, by name.
+    /// The hosts a selector matches, sorted by name.
     #[must_use]
     pub fn select(&self, selector: &Selector) -> Vec<&'a Host> {
         if selector.all {
             return self.config.hosts.values().collect();
+        }
+        let by_labels = self
+            .label_candidates(selector)
+            .iter()
+            .copied()
+            .filter(|h| selector.matches(h));
+        if selector.names.is_empty() {
+            // The index lists hosts in name order, so no sorting is needed.
+            return by_labels.collect();
         }
         let mut names: BTreeSet<&str> = selector
             .names
@@ -47,26 +59,38 @@ impl<'a> Fleet<'a> {
             .filter(|n| self.config.hosts.contains_key(*n))
             .map(String::as_str)
             .collect();
-        if !selector.labels.is_empty() {
-            // Start from the rarest label and check the others on each candidate.
-            let smallest = selector
-                .labels
-                .iter()
-                .map(|(k, v)| {
-                    self.by_label
-                        .get(&(k.as_str(), v.as_str()))
-                        .map_or(&[][..], Vec::as_slice)
-                })
-                .min_by_key(|hosts| hosts.len())
-                .unwrap_or(&[]);
-            names.extend(
-                smallest
-                    .iter()
-                    .filter(|h| selector.matches(h))
-                    .map(|h| h.name.as_str()),
-            );
-        }
+        names.extend(by_labels.map(|h| h.name.as_str()));
         names.into_iter().map(|n| &self.config.hosts[n]).collect()
+    }
+
+    /// Whether a selector matches at least one host.
+    #[must_use]
+    pub fn selects_any(&self, selector: &Selector) -> bool {
+        (selector.all && !self.config.hosts.is_empty())
+            || selector
+                .names
+                .iter()
+                .any(|n| self.config.hosts.contains_key(n))
+            || self
+                .label_candidates(selector)
+                .iter()
+                .any(|h| selector.matches(h))
+    }
+
+    /// The hosts carrying the rarest of the selector's labels: a superset of those matching
+    /// all of them. Empty when the selector has no labels.
+    fn label_candidates(&self, selector: &Selector) -> &[&'a Host] {
+        selector
+            .labels
+            .iter()
+            .map(|(k, v)| {
+                self.by_label
+                    .get(k.as_str())
+                    .and_then(|values| values.get(v.as_str()))
+                    .map_or(&[][..], Vec::as_slice)
+            })
+            .min_by_key(|hosts| hosts.len())
+            .unwrap_or(&[])
     }
 }
 
@@ -109,29 +133,66 @@ pub struct Assignment {
     pub hooks: Hooks,
 }
 
-/// Every host's effective assignments, sorted by host name, then policy name.
+/// A policy placed on a host: references only, so placing 50,000 of them is cheap. Turn one
+/// into an [`Assignment`] to see its values with every default filled in.
+#[derive(Debug, Clone, Copy)]
+pub struct Placement<'a> {
+    pub host: &'a Host,
+    pub policy: &'a Policy,
+    /// `None` only in configs that did not validate.
+    pub repository: Option<&'a Repository>,
+}
+
+impl Placement<'_> {
+    /// The assignment with its values, zones filled in from the host.
+    #[must_use]
+    pub fn assignment(&self) -> Assignment {
+        assignment(self.repository, self.host, self.policy)
+    }
+}
+
+/// Every host with the policies placed on it, sorted by host name, then policy name.
 #[must_use]
-pub fn effective(config: &Config) -> Vec<HostView> {
+pub fn placements(config: &Config) -> Vec<(&Host, Vec<Placement<'_>>)> {
     let fleet = Fleet::new(config);
-    let mut per_host: HashMap<&str, Vec<Assignment>> = HashMap::new();
+    let mut per_host: HashMap<&str, Vec<Placement>> = HashMap::new();
     for policy in config.policies.values() {
+        let repository = config.repositories.get(&policy.repository);
         for host in fleet.select(&policy.hosts) {
             per_host
                 .entry(host.name.as_str())
                 .or_default()
-                .push(assignment(config, host, policy));
+                .push(Placement {
+                    host,
+                    policy,
+                    repository,
+                });
         }
     }
     config
         .hosts
         .values()
-        .map(|host| HostView {
+        .map(|host| {
+            (
+                host,
+                per_host.remove(host.name.as_str()).unwrap_or_default(),
+            )
+        })
+        .collect()
+}
+
+/// Every host's effective assignments, sorted by host name, then policy name.
+#[must_use]
+pub fn effective(config: &Config) -> Vec<HostView> {
+    placements(config)
+        .into_iter()
+        .map(|(host, placed)| HostView {
             name: host.name.clone(),
             hostname: host.hostname.clone(),
             paused: host.paused,
-            timezone: host_zone(host).name,
+            timezone: host_zone(host).name.to_string(),
             enrolled: host.agent_key.is_some(),
-            assignments: per_host.remove(host.name.as_str()).unwrap_or_default(),
+            assignments: placed.iter().map(Placement::assignment).collect(),
         })
         .collect()
 }
@@ -149,8 +210,7 @@ fn in_zone(schedule: &Schedule, host: &Host) -> Schedule {
     schedule
 }
 
-fn assignment(config: &Config, host: &Host, policy: &Policy) -> Assignment {
-    let repo = config.repositories.get(&policy.repository);
+fn assignment(repo: Option<&Repository>, host: &Host, policy: &Policy) -> Assignment {
     let mut tags = vec![format!("policy:{}", policy.name)];
     tags.extend(policy.tags.iter().cloned());
     Assignment {

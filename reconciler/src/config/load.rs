@@ -386,7 +386,7 @@ fn cross_check(
         if let (Some(selector), Some(notification)) =
             (&raw.hosts, config.notifications.get(&obj.name))
         {
-            if fleet.select(&notification.hosts).is_empty() && !config.hosts.is_empty() {
+            if !fleet.selects_any(&notification.hosts) && !config.hosts.is_empty() {
                 d.warning(
                     &obj.file,
                     Some(selector.span()),
@@ -430,7 +430,7 @@ fn check_policy_refs(
     }
 
     warn_missing_names(d, config, file, &raw.hosts.get_ref().names);
-    if fleet.select(&policy.hosts).is_empty() {
+    if !fleet.selects_any(&policy.hosts) {
         d.warning_help(
             file,
             Some(raw.hosts.span()),
@@ -444,43 +444,68 @@ fn check_policy_refs(
 }
 
 /// Two policies backing up the same path of one host into one repository would run two
-/// backups of the same data and fight over retention.
+/// backups of the same data and fight over retention. Only policies that share a
+/// (repository, path) pair can collide, so hosts are compared for those alone.
 fn check_overlapping_paths(
     d: &mut Diagnostics,
     config: &Config,
     fleet: &Fleet,
     policy_files: &BTreeMap<String, (String, &RawPolicy)>,
 ) {
-    let mut seen: HashMap<(&str, &str, &str), &str> = HashMap::new();
-    for (name, policy) in &config.policies {
-        let Some((file, raw)) = policy_files.get(name) else {
-            continue;
-        };
-        for host in fleet.select(&policy.hosts) {
-            for (i, path) in policy.paths.iter().enumerate() {
-                let key = (
-                    host.name.as_str(),
-                    policy.repository.as_str(),
-                    path.as_str(),
-                );
-                let Some(other) = seen.insert(key, name) else {
-                    continue;
+    let mut by_target: BTreeMap<(&str, &str), Vec<(&Policy, usize)>> = BTreeMap::new();
+    for policy in config.policies.values() {
+        for (i, path) in policy.paths.iter().enumerate() {
+            by_target
+                .entry((policy.repository.as_str(), path.as_str()))
+                .or_default()
+                .push((policy, i));
+        }
+    }
+
+    for ((repository, path), users) in by_target.into_iter().filter(|(_, u)| u.len() > 1) {
+        let mut owner: HashMap<&str, &str> = HashMap::new();
+        for (policy, i) in users {
+            let mut clashes: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+            for host in fleet.select(&policy.hosts) {
+                match owner.get(host.name.as_str()) {
+                    Some(other) => clashes.entry(other).or_default().push(&host.name),
+                    None => {
+                        owner.insert(&host.name, &policy.name);
+                    }
+                }
+            }
+            let Some((file, raw)) = policy_files.get(&policy.name) else {
+                continue;
+            };
+            let span = raw.paths.get_ref().get(i).map(serde_spanned::Spanned::span);
+            for (other, hosts) in clashes {
+                let whose = match hosts.as_slice() {
+                    [one] => format!("host `{one}`"),
+                    many => format!("hosts {}", name_list(many)),
                 };
-                seen.insert(key, other);
-                let span = raw.paths.get_ref().get(i).map(serde_spanned::Spanned::span);
                 d.error_help(
                     file,
-                    span,
+                    span.clone(),
                     format!(
-                        "path `{path}` of host `{}` is already backed up into repository `{}` \
-                         by policy `{other}`",
-                        host.name, policy.repository
+                        "path `{path}` of {whose} is already backed up into repository \
+                         `{repository}` by policy `{other}`"
                     ),
                     "back each path of a host up to a repository from one policy only",
                 );
             }
         }
     }
+}
+
+/// `a`, `b`, `c` and 7 more.
+fn name_list(names: &[&str]) -> String {
+    const SHOWN: usize = 5;
+    let shown: Vec<String> = names.iter().take(SHOWN).map(|n| format!("`{n}`")).collect();
+    let mut out = shown.join(", ");
+    if names.len() > SHOWN {
+        out.push_str(&format!(" and {} more", names.len() - SHOWN));
+    }
+    out
 }
 
 /// Warns about each selector name that is not a host.

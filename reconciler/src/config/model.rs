@@ -5,6 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
+use std::sync::Arc;
 
 use serde::Serialize;
 
@@ -85,19 +86,20 @@ impl fmt::Debug for AgentKey {
     }
 }
 
-/// A checked IANA time zone name.
+/// A checked IANA time zone name. Cheap to clone: each host's assignments carry one.
 #[derive(Debug, Clone)]
 pub struct TimeZoneName {
-    pub name: String,
+    pub name: Arc<str>,
     pub zone: jiff::tz::TimeZone,
 }
 
 impl TimeZoneName {
-    /// Looks a name up in the time zone database bundled with the binary.
+    /// Looks a name up in the system's time zone database, or the copy bundled with the
+    /// binary where the system has none.
     pub fn parse(name: &str) -> Result<Self, String> {
         jiff::tz::TimeZone::get(name)
             .map(|zone| Self {
-                name: name.to_owned(),
+                name: Arc::from(name),
                 zone,
             })
             .map_err(|_| {
@@ -112,7 +114,7 @@ impl TimeZoneName {
     #[must_use]
     pub fn utc() -> Self {
         Self {
-            name: "UTC".to_owned(),
+            name: Arc::from("UTC"),
             zone: jiff::tz::TimeZone::UTC,
         }
     }

@@ -6,6 +6,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Range;
+use std::sync::Arc;
 
 use serde_spanned::Spanned;
 
@@ -168,7 +169,7 @@ impl Object<'_, '_> {
         let trigger = match (keys.cron, keys.every) {
             (Some(cron), None) => self
                 .parse(cron, CronExpr::parse)
-                .map(|c| Trigger::Cron(Box::new(c))),
+                .map(|c| Trigger::Cron(Arc::new(c))),
             (None, Some(every)) => {
                 let every = self.positive_duration(every, "`every`")?;
                 if every < jiff::SignedDuration::from_mins(1) {
@@ -475,7 +476,7 @@ pub fn policy(cx: &mut Cx<'_>, file: &str, name: &str, raw: &RawPolicy) -> Check
             None
         }
         (None, _) => retention.as_ref().map(|_| Schedule {
-            trigger: Trigger::Cron(Box::new(
+            trigger: Trigger::Cron(Arc::new(
                 CronExpr::parse(DEFAULT_FORGET_CRON).expect("the default forget cron parses"),
             )),
             timezone: default_zone.clone(),

@@ -5,6 +5,7 @@
 //! durations use a small `1h30m` form shared by every duration key.
 
 use std::fmt;
+use std::sync::Arc;
 
 use serde::Serialize;
 use serde::ser::SerializeMap as _;
@@ -24,7 +25,8 @@ pub struct Schedule {
 /// What makes a schedule fire.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Trigger {
-    Cron(Box<CronExpr>),
+    /// Shared: every host an assignment applies to holds the same parsed expression.
+    Cron(Arc<CronExpr>),
     Every(jiff::SignedDuration),
 }
 
@@ -161,7 +163,7 @@ impl Serialize for Schedule {
             Trigger::Every(every) => map.serialize_entry("every", &format_duration(*every))?,
         }
         if let Some(zone) = &self.timezone {
-            map.serialize_entry("timezone", &zone.name)?;
+            map.serialize_entry("timezone", &*zone.name)?;
         }
         map.serialize_entry("jitter", &format_duration(self.jitter))?;
         map.end()
@@ -283,7 +285,7 @@ mod tests {
     fn daily_is_rarer_than_hourly() {
         let utc = TimeZoneName::utc();
         let make = |text: &str| Schedule {
-            trigger: Trigger::Cron(Box::new(CronExpr::parse(text).unwrap())),
+            trigger: Trigger::Cron(Arc::new(CronExpr::parse(text).unwrap())),
             timezone: None,
             jitter: jiff::SignedDuration::ZERO,
         };

@@ -6,13 +6,13 @@
 //! can lose backup history or stop data from being backed up. Changes that are the same on
 //! many hosts are grouped into one line listing the hosts.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use serde::Serialize;
 
 use crate::config::Config;
-use crate::config::effective::{Assignment, HostView, effective};
-use crate::config::model::{EnvValue, Notification, Repository, Schedule, TimeZoneName};
+use crate::config::effective::{Assignment, Placement, placements};
+use crate::config::model::{EnvValue, Host, Notification, Repository, Schedule, TimeZoneName};
 use crate::config::retention::Retention;
 use crate::config::schedule::format_duration;
 
@@ -92,21 +92,31 @@ impl Plan {
 pub fn diff(base: &Config, head: &Config) -> Plan {
     let mut cx = Differ::default();
 
-    let base_hosts = effective(base);
-    let head_hosts = effective(head);
-    let base_by_name: HashMap<&str, &HostView> =
-        base_hosts.iter().map(|h| (h.name.as_str(), h)).collect();
-    let head_by_name: HashMap<&str, &HostView> =
-        head_hosts.iter().map(|h| (h.name.as_str(), h)).collect();
+    // A policy whose definition and repository are the same in both revisions yields the
+    // same assignment on a host whose zone did not change, so most comparisons stop early.
+    cx.unchanged = base
+        .policies
+        .iter()
+        .filter(|(name, old)| {
+            head.policies.get(*name) == Some(old)
+                && base.repositories.get(&old.repository) == head.repositories.get(&old.repository)
+        })
+        .map(|(name, _)| name.clone())
+        .collect();
+
+    let base_hosts = placements(base);
+    let head_hosts = placements(head);
+    let head_by_name: HashMap<&str, &HostPlacements> =
+        head_hosts.iter().map(|h| (h.0.name.as_str(), h)).collect();
 
     for old in &base_hosts {
-        match head_by_name.get(old.name.as_str()) {
+        match head_by_name.get(old.0.name.as_str()) {
             None => cx.host_removed(old),
             Some(new) => cx.host_changed(old, new),
         }
     }
     for new in &head_hosts {
-        if !base_by_name.contains_key(new.name.as_str()) {
+        if !base.hosts.contains_key(&new.0.name) {
             cx.host_added(new);
         }
     }
@@ -135,7 +145,12 @@ pub fn diff(base: &Config, head: &Config) -> Plan {
 struct Differ {
     grouped: BTreeMap<(bool, ChangeKind, Option<String>, String), Vec<String>>,
     intervals: HashMap<String, Option<jiff::SignedDuration>>,
+    /// Policies defined identically, with identical repositories, in both revisions.
+    unchanged: HashSet<String>,
 }
+
+/// A host and the policies placed on it.
+type HostPlacements<'a> = (&'a Host, Vec<Placement<'a>>);
 
 impl Differ {
     fn push(
@@ -174,10 +189,10 @@ impl Differ {
         Plan { changes }
     }
 
-    fn host_added(&mut self, new: &HostView) {
-        let runs = policy_list(&new.assignments);
+    fn host_added(&mut self, (host, placed): &HostPlacements) {
+        let runs = policy_list(placed);
         self.push(
-            Some(&new.name),
+            Some(&host.name),
             ChangeKind::HostAdded,
             false,
             None,
@@ -185,8 +200,8 @@ impl Differ {
         );
     }
 
-    fn host_removed(&mut self, old: &HostView) {
-        let (risky, summary) = if old.assignments.is_empty() {
+    fn host_removed(&mut self, (host, placed): &HostPlacements) {
+        let (risky, summary) = if placed.is_empty() {
             (false, "host removed; it ran no policy".to_owned())
         } else {
             (
@@ -194,12 +209,12 @@ impl Differ {
                 format!(
                     "host removed: it is no longer backed up ({} stop; existing snapshots are \
                      kept)",
-                    policy_list(&old.assignments).trim_start_matches("runs ")
+                    policy_list(placed).trim_start_matches("runs ")
                 ),
             )
         };
         self.push(
-            Some(&old.name),
+            Some(&host.name),
             ChangeKind::HostRemoved,
             risky,
             None,
@@ -207,7 +222,11 @@ impl Differ {
         );
     }
 
-    fn host_changed(&mut self, old: &HostView, new: &HostView) {
+    fn host_changed(
+        &mut self,
+        (old, old_placed): &HostPlacements,
+        (new, new_placed): &HostPlacements,
+    ) {
         let host = Some(new.name.as_str());
         if old.hostname != new.hostname {
             self.push(
@@ -240,57 +259,65 @@ impl Differ {
             );
         }
 
-        // Paths the host had backed up anywhere, to tell a move from a loss.
-        let covered_after: BTreeSet<&str> = new
-            .assignments
+        // Paths the host still has backed up anywhere, to tell a move from a loss.
+        let covered_after: BTreeSet<&str> = new_placed
             .iter()
-            .flat_map(|a| a.paths.iter().map(String::as_str))
+            .flat_map(|p| p.policy.paths.iter().map(String::as_str))
             .collect();
 
-        let new_by_policy: HashMap<&str, &Assignment> = new
-            .assignments
+        let same_zone = old.timezone == new.timezone;
+        let new_by_policy: HashMap<&str, &Placement> = new_placed
             .iter()
-            .map(|a| (a.policy.as_str(), a))
+            .map(|p| (p.policy.name.as_str(), p))
             .collect();
-        for a in &old.assignments {
-            if let Some(b) = new_by_policy.get(a.policy.as_str()) {
-                self.assignment_changed(&new.name, a, b, &covered_after);
-            } else {
-                let lost: Vec<&str> = a
-                    .paths
-                    .iter()
-                    .map(String::as_str)
-                    .filter(|p| !covered_after.contains(p))
-                    .collect();
-                let (risky, summary) = if lost.is_empty() {
-                    (
-                        false,
-                        "policy no longer applies; its paths are still backed up by \
-                         another policy"
-                            .to_owned(),
-                    )
-                } else {
-                    (
-                        true,
-                        format!(
-                            "policy no longer applies: {} no longer backed up",
-                            quote_list(&lost)
-                        ),
-                    )
-                };
-                self.push(
-                    host,
-                    ChangeKind::PolicyRemoved,
-                    risky,
-                    Some(&a.policy),
-                    summary,
-                );
+        for a in old_placed {
+            let policy = a.policy.name.as_str();
+            if let Some(b) = new_by_policy.get(policy) {
+                if !(same_zone && self.unchanged.contains(policy)) {
+                    self.assignment_changed(
+                        &new.name,
+                        &a.assignment(),
+                        &b.assignment(),
+                        &covered_after,
+                    );
+                }
+                continue;
             }
+            let lost: Vec<&str> = a
+                .policy
+                .paths
+                .iter()
+                .map(String::as_str)
+                .filter(|p| !covered_after.contains(p))
+                .collect();
+            let (risky, summary) = if lost.is_empty() {
+                (
+                    false,
+                    "policy no longer applies; its paths are still backed up by another policy"
+                        .to_owned(),
+                )
+            } else {
+                (
+                    true,
+                    format!(
+                        "policy no longer applies: {} no longer backed up",
+                        quote_list(&lost)
+                    ),
+                )
+            };
+            self.push(
+                host,
+                ChangeKind::PolicyRemoved,
+                risky,
+                Some(policy),
+                summary,
+            );
         }
         let old_policies: BTreeSet<&str> =
-            old.assignments.iter().map(|a| a.policy.as_str()).collect();
-        for b in &new.assignments {
-            if !old_policies.contains(b.policy.as_str()) {
+            old_placed.iter().map(|p| p.policy.name.as_str()).collect();
+        for b in new_placed {
+            if !old_policies.contains(b.policy.name.as_str()) {
+                let b = b.assignment();
                 self.push(
                     host,
                     ChangeKind::PolicyAdded,
@@ -882,13 +909,13 @@ fn missed(m: crate::config::model::MissedRun) -> &'static str {
     }
 }
 
-fn policy_list(assignments: &[Assignment]) -> String {
-    if assignments.is_empty() {
+fn policy_list(placed: &[Placement]) -> String {
+    if placed.is_empty() {
         return "runs no policy".to_owned();
     }
-    let names: Vec<String> = assignments
+    let names: Vec<String> = placed
         .iter()
-        .map(|a| format!("`{}`", a.policy))
+        .map(|p| format!("`{}`", p.policy.name))
         .collect();
     format!("runs {}", names.join(", "))
 }
