@@ -2,4 +2,5 @@
 //! exit codes and messages a user sees.
 
 mod common;
+mod schema;
 mod validate;
