@@ -189,3 +189,44 @@ fn display(root: &Path, path: &Path) -> String {
         .display()
         .to_string()
 }
+
+/// Every key any schema knows appears in the config repository chapter of the docs.
+#[test]
+fn every_schema_key_is_documented() {
+    let doc_path = workspace().join("docs/src/config-repository.md");
+    let doc = std::fs::read_to_string(&doc_path).expect("read docs/src/config-repository.md");
+
+    let mut keys = BTreeSet::new();
+    for (_, text) in reconciler::schema::schemas() {
+        let schema: serde_json::Value = serde_json::from_str(&text).expect("the schema is JSON");
+        collect_keys(&schema, &mut keys);
+    }
+    let missing: Vec<&String> = keys
+        .iter()
+        .filter(|key| !doc.contains(&format!("`{key}`")))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "keys missing from docs/src/config-repository.md: {missing:?}"
+    );
+}
+
+/// The names under every `properties` of a schema, at any depth.
+fn collect_keys(value: &serde_json::Value, keys: &mut BTreeSet<String>) {
+    match value {
+        serde_json::Value::Object(map) => {
+            if let Some(serde_json::Value::Object(properties)) = map.get("properties") {
+                keys.extend(properties.keys().cloned());
+            }
+            for child in map.values() {
+                collect_keys(child, keys);
+            }
+        }
+        serde_json::Value::Array(items) => {
+            for item in items {
+                collect_keys(item, keys);
+            }
+        }
+        _ => {}
+    }
+}
