@@ -1,4 +1,4 @@
-//! Times each phase of `validate` and `plan` on a generated repository (see gen_fleet.rs),
+//! Times each phase of `validate` and `plan` on a generated repository (see `gen_fleet.rs`),
 //! so docs/performance.md can say where the time goes.
 //!
 //! Run: `cargo run --release -p restic-manager --example bench_config -- REPO BASE HEAD`.

@@ -3,6 +3,7 @@
 
 mod common;
 mod plan;
+mod schema;
 mod secrets;
 mod show;
 mod validate;

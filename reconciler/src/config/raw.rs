@@ -24,7 +24,8 @@ pub struct RawHost {
     /// (`ed25519:` followed by 32 bytes in base64). Without it the host cannot connect.
     #[schemars(with = "Option<String>")]
     pub agent_key: Option<Spanned<String>>,
-    /// Free-form labels that policies and notifications select on.
+    /// Labels (`name = "value"`) that policies and notifications select on. Names use letters,
+    /// digits, `-`, `_`, `.` and `/`, start with a letter or digit, at most 63 characters.
     #[serde(default)]
     #[schemars(with = "BTreeMap<String, String>")]
     pub labels: BTreeMap<String, Spanned<String>>,
@@ -43,15 +44,17 @@ pub struct RawHost {
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 #[schemars(title = "restic-manager repository")]
 pub struct RawRepository {
-    /// The restic repository location: an absolute local path, or `rest:`, `s3:`, `sftp:`,
-    /// `b2:`, `azure:`, `gs:` or `rclone:`. Never with credentials inside.
+    /// The restic repository location: an absolute local path (optionally `local:/path`), or
+    /// `rest:`, `s3:`, `sftp:`, `b2:`, `azure:`, `gs:` or `rclone:`. Never with credentials
+    /// inside: those go in `env`.
     #[schemars(with = "String")]
     pub url: Spanned<String>,
     /// The repository password, sealed to the server's age recipient.
     #[schemars(with = "SecretValue")]
     pub password: Spanned<SecretValue>,
-    /// Environment for the backend (for example `AWS_ACCESS_KEY_ID`). Secret values must be
-    /// sealed; non-secret values may be plain strings.
+    /// Environment for the backend (for example `AWS_ACCESS_KEY_ID`), names in `A-Z`, `0-9`
+    /// and `_`. Secret values must be sealed; non-secret values may be plain strings.
+    /// `RESTIC_PASSWORD*` and `RESTIC_REPOSITORY*` are refused: use `password` and `url`.
     #[serde(default)]
     #[schemars(with = "BTreeMap<String, SecretValue>")]
     pub env: BTreeMap<Spanned<String>, Spanned<SecretValue>>,
@@ -181,7 +184,8 @@ pub struct RawPolicy {
     /// restic `--exclude-caches`. Default: false.
     #[serde(default)]
     pub exclude_caches: bool,
-    /// Extra snapshot tags. Every backup is also tagged `policy:<name>`.
+    /// Extra snapshot tags, without `,` or spaces. Every backup is also tagged
+    /// `policy:<name>`, so that prefix is reserved.
     #[serde(default)]
     #[schemars(with = "Vec<String>")]
     pub tags: Vec<Spanned<String>>,
@@ -217,7 +221,8 @@ pub struct RawPolicy {
     pub hooks: Option<RawHooks>,
 }
 
-/// Which hosts an object applies to: by name, by labels, or all.
+/// Which hosts an object applies to: `all`, or hosts that are named or carry every listed
+/// label. At least one of the keys must be set.
 #[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct RawSelector {
@@ -234,14 +239,14 @@ pub struct RawSelector {
     pub labels: BTreeMap<String, Spanned<String>>,
 }
 
-/// A schedule: a cron expression or a fixed interval.
+/// A schedule: exactly one of a cron expression or a fixed interval.
 #[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct RawSchedule {
-    /// A 5-field (minute) or 6-field (second) cron expression.
+    /// A cron expression: 5 fields (minute hour day month weekday), or 6 with seconds first.
     #[schemars(with = "Option<String>")]
     pub cron: Option<Spanned<String>>,
-    /// A fixed interval instead of cron, e.g. `"6h"` or `"30m"`.
+    /// A fixed interval instead of cron, at least one minute, e.g. `"6h"` or `"30m"`.
     #[schemars(with = "Option<String>")]
     pub every: Option<Spanned<String>>,
     /// IANA time zone of the cron expression. Default: the host's time zone.
@@ -266,23 +271,40 @@ pub enum MissedRun {
 #[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct RawRetention {
+    /// Keep the newest this many snapshots.
     pub keep_last: Option<u32>,
+    /// Keep the newest snapshot of each of the last this many hours that have one.
     pub keep_hourly: Option<u32>,
+    /// Keep the newest snapshot of each of the last this many days that have one.
     pub keep_daily: Option<u32>,
+    /// Keep the newest snapshot of each of the last this many weeks that have one.
     pub keep_weekly: Option<u32>,
+    /// Keep the newest snapshot of each of the last this many months that have one.
     pub keep_monthly: Option<u32>,
+    /// Keep the newest snapshot of each of the last this many years that have one.
     pub keep_yearly: Option<u32>,
-    /// Keep every snapshot newer than this, in restic's form (`"2y5m7d3h"`).
+    /// Keep every snapshot taken within this long of the newest snapshot, in restic's form:
+    /// years, months, days, hours (`"2y5m7d3h"`).
     #[schemars(with = "Option<String>")]
     pub keep_within: Option<Spanned<String>>,
+    /// Keep the newest snapshot of each hour within this long of the newest snapshot, e.g.
+    /// `"1y"`.
     #[schemars(with = "Option<String>")]
     pub keep_within_hourly: Option<Spanned<String>>,
+    /// Keep the newest snapshot of each day within this long of the newest snapshot, e.g.
+    /// `"1y"`.
     #[schemars(with = "Option<String>")]
     pub keep_within_daily: Option<Spanned<String>>,
+    /// Keep the newest snapshot of each week within this long of the newest snapshot, e.g.
+    /// `"1y"`.
     #[schemars(with = "Option<String>")]
     pub keep_within_weekly: Option<Spanned<String>>,
+    /// Keep the newest snapshot of each month within this long of the newest snapshot, e.g.
+    /// `"1y"`.
     #[schemars(with = "Option<String>")]
     pub keep_within_monthly: Option<Spanned<String>>,
+    /// Keep the newest snapshot of each year within this long of the newest snapshot, e.g.
+    /// `"1y"`.
     #[schemars(with = "Option<String>")]
     pub keep_within_yearly: Option<Spanned<String>>,
     /// Keep every snapshot carrying one of these tags.
@@ -299,10 +321,10 @@ pub struct RawRetention {
 #[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct RawPrune {
-    /// A 5-field (minute) or 6-field (second) cron expression.
+    /// A cron expression: 5 fields (minute hour day month weekday), or 6 with seconds first.
     #[schemars(with = "Option<String>")]
     pub cron: Option<Spanned<String>>,
-    /// A fixed interval instead of cron, e.g. `"6h"` or `"30m"`.
+    /// A fixed interval instead of cron, at least one minute, e.g. `"6h"` or `"30m"`.
     #[schemars(with = "Option<String>")]
     pub every: Option<Spanned<String>>,
     /// IANA time zone of the cron expression. Default: the host's time zone.
@@ -311,7 +333,8 @@ pub struct RawPrune {
     /// A random-looking but stable delay per host, up to this long, e.g. `"15m"`.
     #[schemars(with = "Option<String>")]
     pub jitter: Option<Spanned<String>>,
-    /// restic `--max-unused`, e.g. `"5%"`. Default: restic's own.
+    /// restic `--max-unused`: a percentage (`"5%"`), a size (`"2G"`) or `"unlimited"`.
+    /// Default: restic's own.
     #[schemars(with = "Option<String>")]
     pub max_unused: Option<Spanned<String>>,
 }
@@ -320,10 +343,10 @@ pub struct RawPrune {
 #[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct RawCheck {
-    /// A 5-field (minute) or 6-field (second) cron expression.
+    /// A cron expression: 5 fields (minute hour day month weekday), or 6 with seconds first.
     #[schemars(with = "Option<String>")]
     pub cron: Option<Spanned<String>>,
-    /// A fixed interval instead of cron, e.g. `"6h"` or `"30m"`.
+    /// A fixed interval instead of cron, at least one minute, e.g. `"6h"` or `"30m"`.
     #[schemars(with = "Option<String>")]
     pub every: Option<Spanned<String>>,
     /// IANA time zone of the cron expression. Default: the host's time zone.
@@ -359,7 +382,8 @@ pub struct RawHooks {
     pub timeout: Option<Spanned<String>>,
 }
 
-/// `notifications/<name>.toml`: where failures and recoveries are reported.
+/// `notifications/<name>.toml`: where failures and recoveries are reported. Each file has
+/// exactly one target: `webhook`, `ntfy` or `healthchecks`.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 #[schemars(title = "restic-manager notification")]
@@ -378,7 +402,7 @@ pub struct RawNotification {
     pub policies: Vec<Spanned<String>>,
     /// A generic HTTP POST with a handlebars body.
     pub webhook: Option<RawWebhook>,
-    /// An ntfy-style topic URL; the message is `POSTed` as plain text.
+    /// An ntfy-style topic URL; the message is sent as the plain-text body of a POST.
     pub ntfy: Option<RawUrlTarget>,
     /// A healthchecks-style ping URL: `<url>` on success, `<url>/fail` on failure.
     pub healthchecks: Option<RawUrlTarget>,

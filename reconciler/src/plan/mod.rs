@@ -90,11 +90,9 @@ impl Plan {
 /// Compares two configs.
 #[must_use]
 pub fn diff(base: &Config, head: &Config) -> Plan {
-    let mut cx = Differ::default();
-
     // A policy whose definition and repository are the same in both revisions yields the
     // same assignment on a host whose zone did not change, so most comparisons stop early.
-    cx.unchanged = base
+    let unchanged = base
         .policies
         .iter()
         .filter(|(name, old)| {
@@ -103,6 +101,10 @@ pub fn diff(base: &Config, head: &Config) -> Plan {
         })
         .map(|(name, _)| name.clone())
         .collect();
+    let mut cx = Differ {
+        unchanged,
+        ..Differ::default()
+    };
 
     let base_hosts = placements(base);
     let head_hosts = placements(head);
