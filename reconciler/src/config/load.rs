@@ -10,6 +10,7 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
+use serde_spanned::Spanned;
 
 use super::diag::Diagnostics;
 use super::effective::Fleet;
@@ -78,6 +79,14 @@ pub fn load(files: &ConfigFiles) -> Loaded {
     }
     for (path, why) in &files.skipped {
         d.warning(path, None, format!("`{path}` {why}"));
+    }
+    for (path, why) in &files.refused {
+        d.error_help(
+            path,
+            None,
+            format!("`{path}/` {why}, so none of its objects can be read"),
+            format!("make `{path}` a plain directory inside the repository"),
+        );
     }
 
     // Parse every file into its raw type, remembering the spans for later checks.
@@ -174,6 +183,7 @@ pub fn load(files: &ConfigFiles) -> Loaded {
     // Check the objects against each other. An object whose file exists but did not validate
     // still counts as defined, so a typo in it is not also reported as a dangling reference.
     let defined = Defined {
+        hosts: names_in(files, "hosts"),
         repositories: names_in(files, "repositories"),
         policies: names_in(files, "policies"),
     };
@@ -190,6 +200,7 @@ pub fn load(files: &ConfigFiles) -> Loaded {
 
 /// Names of the objects that have a file, valid or not.
 struct Defined {
+    hosts: std::collections::BTreeSet<String>,
     repositories: std::collections::BTreeSet<String>,
     policies: std::collections::BTreeSet<String>,
 }
@@ -365,7 +376,7 @@ fn cross_check(
     let fleet = Fleet::new(config);
     for (name, (file, raw)) in policy_files {
         let policy = &config.policies[name];
-        check_policy_refs(d, config, &fleet, file, raw, policy);
+        check_policy_refs(d, config, &fleet, defined, file, raw, policy);
     }
     check_overlapping_paths(d, config, &fleet, policy_files);
 
@@ -393,7 +404,7 @@ fn cross_check(
                     "this selector matches no host",
                 );
             }
-            warn_missing_names(d, config, &obj.file, &selector.get_ref().names);
+            warn_missing_names(d, config, defined, &obj.file, &selector.get_ref().names);
         }
     }
 }
@@ -403,25 +414,37 @@ fn check_policy_refs(
     d: &mut Diagnostics,
     config: &Config,
     fleet: &Fleet,
+    defined: &Defined,
     file: &str,
     raw: &RawPolicy,
     policy: &Policy,
 ) {
     match config.repositories.get(&policy.repository) {
         Some(repo) if repo.append_only && repo.maintenance.is_none() => {
-            if let Some(retention) = &raw.retention {
+            // Both jobs delete data, which the everyday credential of an append-only
+            // repository cannot do.
+            let deleting = [
+                ("forget", raw.retention.as_ref().map(Spanned::span)),
+                ("prune", raw.prune.as_ref().map(Spanned::span)),
+            ];
+            for (job, span) in deleting {
+                let Some(span) = span else { continue };
                 d.error_help(
                     file,
-                    Some(retention.span()),
+                    Some(span),
                     format!(
                         "repository `{}` is append-only and has no `maintenance` credential, \
-                         so forget could never delete a snapshot",
+                         so {job} could never delete anything",
                         repo.name
                     ),
                     format!(
-                        "add a [maintenance] table to repositories/{}.toml, or remove the \
-                         retention",
-                        repo.name
+                        "add a [maintenance] table to repositories/{}.toml, or remove `{}`",
+                        repo.name,
+                        if job == "forget" {
+                            "retention"
+                        } else {
+                            "prune"
+                        }
                     ),
                 );
             }
@@ -429,7 +452,7 @@ fn check_policy_refs(
         _ => {}
     }
 
-    warn_missing_names(d, config, file, &raw.hosts.get_ref().names);
+    warn_missing_names(d, config, defined, file, &raw.hosts.get_ref().names);
     if !fleet.selects_any(&policy.hosts) {
         d.warning_help(
             file,
@@ -512,11 +535,12 @@ fn name_list(names: &[&str]) -> String {
 fn warn_missing_names(
     d: &mut Diagnostics,
     config: &Config,
+    defined: &Defined,
     file: &str,
-    names: &[serde_spanned::Spanned<String>],
+    names: &[Spanned<String>],
 ) {
     for name in names {
-        if !config.hosts.contains_key(name.get_ref()) {
+        if !defined.hosts.contains(name.get_ref()) {
             let help = match suggest(name.get_ref(), config.hosts.keys().map(String::as_str)) {
                 Some(best) => format!("did you mean `{best}`?"),
                 None => format!("there is no hosts/{}.toml", name.get_ref()),

@@ -42,8 +42,8 @@ pub fn load_files(files: &[(&str, &str)]) -> Loaded {
                 content: Ok(content.as_bytes().to_vec()),
             })
             .collect(),
-        skipped: Vec::new(),
         dirs_found: 3,
+        ..ConfigFiles::default()
     };
     load(&files)
 }
