@@ -558,3 +558,29 @@ fn selector_naming_a_broken_host_file_does_not_claim_it_is_missing() {
     assert_eq!(code, 1);
     assert!(!output.contains("host `web-1` does not exist"), "{output}");
 }
+
+#[test]
+fn every_unknown_key_of_one_file_is_reported_in_one_run() {
+    let dir = minimal_with(&[(
+        "policies/system.toml",
+        "hosts = { names = [\"web-1\"] }\nrepository = \"local\"\npaths = [\"/etc\"]\n\
+         schedule = { cron = \"0 2 * * *\", jiter = \"5m\" }\n\
+         retention = { keep-daly = 7 }\nexclud = [\"*.tmp\"]\n",
+    )]);
+    let (code, output) = validate(dir.path());
+    assert_eq!(code, 1, "{output}");
+    for expected in [
+        "policies/system.toml:4:34: error: unknown key `jiter`",
+        "policies/system.toml:5:15: error: unknown key `keep-daly`",
+        "policies/system.toml:6:1: error: unknown key `exclud`",
+        "did you mean `jitter`?",
+        "did you mean `keep-daily`?",
+        "did you mean `exclude`?",
+    ] {
+        assert!(
+            output.contains(expected),
+            "expected {expected:?} in:\n{output}"
+        );
+    }
+    assert!(output.contains("invalid: 3 errors"), "{output}");
+}

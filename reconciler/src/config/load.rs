@@ -115,22 +115,22 @@ pub fn load(files: &ConfigFiles) -> Loaded {
         };
         match kind {
             "hosts" => {
-                if let Some(raw) = parse::<RawHost>(&mut d, &file.path, &text) {
+                if let Some(raw) = parse::<RawHost>(&mut d, kind, &file.path, &text) {
                     parsed.hosts.push((obj, raw));
                 }
             }
             "repositories" => {
-                if let Some(raw) = parse::<RawRepository>(&mut d, &file.path, &text) {
+                if let Some(raw) = parse::<RawRepository>(&mut d, kind, &file.path, &text) {
                     parsed.repositories.push((obj, raw));
                 }
             }
             "policies" => {
-                if let Some(raw) = parse::<RawPolicy>(&mut d, &file.path, &text) {
+                if let Some(raw) = parse::<RawPolicy>(&mut d, kind, &file.path, &text) {
                     parsed.policies.push((obj, raw));
                 }
             }
             "notifications" => {
-                if let Some(raw) = parse::<RawNotification>(&mut d, &file.path, &text) {
+                if let Some(raw) = parse::<RawNotification>(&mut d, kind, &file.path, &text) {
                     parsed.notifications.push((obj, raw));
                 }
             }
@@ -261,19 +261,55 @@ fn decode(d: &mut Diagnostics, path: &str, bytes: &[u8]) -> Option<Arc<str>> {
     }
 }
 
-/// Parses TOML into a raw type, turning serde's messages into the config's vocabulary.
-fn parse<T: DeserializeOwned>(d: &mut Diagnostics, path: &str, text: &str) -> Option<T> {
-    match toml::from_str::<T>(text) {
-        Ok(value) => Some(value),
+/// Parses TOML into a raw type, turning serde's messages into the config's vocabulary. Every
+/// unknown key of the file is reported, not only the first serde meets.
+fn parse<T: DeserializeOwned>(
+    d: &mut Diagnostics,
+    kind: &str,
+    path: &str,
+    text: &str,
+) -> Option<T> {
+    let doc = match toml::de::DeTable::parse(text) {
+        Ok(doc) => doc,
         Err(e) => {
-            let (message, help) = explain_toml_error(e.message());
-            let span = e.span();
-            match help {
-                Some(help) => d.error_help(path, span, message, help),
-                None => d.error(path, span, message),
-            }
+            report_toml_error(d, path, &e);
+            return None;
+        }
+    };
+    let unknown = crate::schema::schema_value(kind)
+        .map(|schema| super::keys::unknown_keys(doc.get_ref(), schema))
+        .unwrap_or_default();
+    for key in &unknown {
+        let valid = key.valid.join(", ");
+        let help = match suggest(&key.key, key.valid.iter().map(String::as_str)) {
+            Some(best) => format!("did you mean `{best}`? valid keys here: {valid}"),
+            None if key.valid.is_empty() => "no keys are allowed here".to_owned(),
+            None => format!("valid keys here: {valid}"),
+        };
+        d.error_help(
+            path,
+            Some(key.span.clone()),
+            format!("unknown key `{}`", key.key),
+            help,
+        );
+    }
+
+    match T::deserialize(toml::de::Deserializer::from(doc)) {
+        Ok(value) => Some(value),
+        // Already reported above, with the others.
+        Err(e) if !unknown.is_empty() && e.message().starts_with("unknown field") => None,
+        Err(e) => {
+            report_toml_error(d, path, &e);
             None
         }
+    }
+}
+
+fn report_toml_error(d: &mut Diagnostics, path: &str, error: &toml::de::Error) {
+    let (message, help) = explain_toml_error(error.message());
+    match help {
+        Some(help) => d.error_help(path, error.span(), message, help),
+        None => d.error(path, error.span(), message),
     }
 }
 
