@@ -4,6 +4,7 @@ use super::source::{ConfigFile, ConfigFiles};
 use super::{Config, Loaded, load};
 
 /// Age armor of `plaintext` for a throwaway recipient.
+#[must_use]
 pub fn sealed(plaintext: &str) -> String {
     let recipient = age::x25519::Identity::generate().to_public();
     crate::secrets::seal(&[recipient], plaintext.as_bytes()).expect("sealing works")
