@@ -111,19 +111,6 @@ fn main() -> std::io::Result<()> {
 }
 
 fn sealed(plaintext: &str) -> String {
-    use std::io::Write as _;
-
     let recipient = age::x25519::Identity::generate().to_public();
-    let encryptor =
-        age::Encryptor::with_recipients(std::iter::once(&recipient as &dyn age::Recipient))
-            .expect("one recipient");
-    let mut armor = Vec::new();
-    let writer = age::armor::ArmoredWriter::wrap_output(&mut armor, age::armor::Format::AsciiArmor)
-        .expect("armor");
-    let mut w = encryptor.wrap_output(writer).expect("encrypt");
-    w.write_all(plaintext.as_bytes()).expect("write");
-    w.finish()
-        .and_then(age::armor::ArmoredWriter::finish)
-        .expect("finish");
-    String::from_utf8(armor).expect("armor is text")
+    reconciler::secrets::seal(&[recipient], plaintext.as_bytes()).expect("sealing works")
 }

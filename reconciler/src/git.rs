@@ -189,35 +189,33 @@ pub fn read_revision(repo: &Path, rev: &str) -> Result<ConfigFiles, GitError> {
                 Ok((_, target)) if target.mode().is_tree() => target.object_id(),
                 Ok(_) => {
                     found
-                        .skipped
-                        .push((kind.to_owned(), "is not a directory; skipped".to_owned()));
+                        .refused
+                        .push((kind.to_owned(), "is not a directory".to_owned()));
                     continue;
                 }
                 Err(LinkError::Outside) => {
-                    found.skipped.push((
+                    found.refused.push((
                         kind.to_owned(),
                         "is a symlink to a place outside the repository; refused".to_owned(),
                     ));
                     continue;
                 }
                 Err(e) => {
-                    found
-                        .skipped
-                        .push((kind.to_owned(), format!("{e}; skipped")));
+                    found.refused.push((kind.to_owned(), e.to_string()));
                     continue;
                 }
             },
             EntryKind::Commit => {
-                found.skipped.push((
+                found.refused.push((
                     kind.to_owned(),
-                    "is a git submodule, not a directory of this repository; skipped".to_owned(),
+                    "is a git submodule, not a directory of this repository".to_owned(),
                 ));
                 continue;
             }
             EntryKind::Blob | EntryKind::BlobExecutable => {
                 found
-                    .skipped
-                    .push((kind.to_owned(), "is not a directory; skipped".to_owned()));
+                    .refused
+                    .push((kind.to_owned(), "is not a directory".to_owned()));
                 continue;
             }
         };
@@ -990,11 +988,11 @@ mod tests {
                      directory"
                         .to_owned()
                 ),
-                (
-                    "policies".to_owned(),
-                    "is not a directory; skipped".to_owned()
-                ),
             ]
+        );
+        assert_eq!(
+            files.refused,
+            [("policies".to_owned(), "is not a directory".to_owned())]
         );
     }
 

@@ -27,6 +27,23 @@ pub fn schemas() -> Vec<(&'static str, String)> {
     ]
 }
 
+/// The schema of one object kind (`hosts`, `policies`, `repositories`, `notifications`) as
+/// a JSON value, generated once per process. The loader walks it to find unknown keys.
+#[must_use]
+pub fn schema_value(kind: &str) -> Option<&'static Value> {
+    static VALUES: std::sync::OnceLock<Vec<(&'static str, Value)>> = std::sync::OnceLock::new();
+    let values = VALUES.get_or_init(|| {
+        let value = |text: String| serde_json::from_str(&text).expect("a generated schema parses");
+        vec![
+            ("hosts", value(render::<RawHost>())),
+            ("policies", value(render::<RawPolicy>())),
+            ("repositories", value(render::<RawRepository>())),
+            ("notifications", value(render::<RawNotification>())),
+        ]
+    });
+    values.iter().find(|(k, _)| *k == kind).map(|(_, v)| v)
+}
+
 /// Generates one schema as pretty JSON.
 ///
 /// The draft is pinned rather than left to schemars' default, which may change between

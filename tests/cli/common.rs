@@ -109,22 +109,8 @@ pub fn git(dir: &Path, args: &[&str]) -> String {
 
 /// Age armor of `plaintext` for a throwaway recipient: a well-formed sealed value.
 pub fn sealed_armor(plaintext: &str) -> String {
-    use std::io::Write as _;
-
-    let identity = age::x25519::Identity::generate();
-    let recipient = identity.to_public();
-    let encryptor =
-        age::Encryptor::with_recipients(std::iter::once(&recipient as &dyn age::Recipient))
-            .expect("a recipient");
-    let mut armor = Vec::new();
-    let writer = age::armor::ArmoredWriter::wrap_output(&mut armor, age::armor::Format::AsciiArmor)
-        .expect("armor writer");
-    let mut w = encryptor.wrap_output(writer).expect("encrypt");
-    w.write_all(plaintext.as_bytes()).expect("write");
-    w.finish()
-        .and_then(age::armor::ArmoredWriter::finish)
-        .expect("finish");
-    String::from_utf8(armor).expect("armor is text")
+    let recipient = age::x25519::Identity::generate().to_public();
+    reconciler::secrets::seal(&[recipient], plaintext.as_bytes()).expect("sealing works")
 }
 
 /// A small valid config repository: one host, one local repository, one policy.

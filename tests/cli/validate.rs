@@ -479,3 +479,108 @@ fn broken_copy_of_the_example_reports_all_three_errors() {
     assert!(output.contains("did you mean `timezone`?"));
     assert!(output.contains("did you mean `offsite`?"));
 }
+
+#[test]
+fn object_directory_that_is_not_a_directory_is_an_error() {
+    let dir = minimal_with(&[]);
+    write(dir.path(), "notifications", b"not a directory\n");
+    assert_invalid(
+        dir.path(),
+        "notifications: error: `notifications/` is not a directory, so none of its objects can \
+         be read",
+    );
+}
+
+#[test]
+fn object_directory_symlinked_outside_is_an_error() {
+    let outside = tempfile::tempdir().expect("temp dir");
+    write(
+        outside.path(),
+        "ops.toml",
+        b"ntfy = { url = \"https://ntfy.example.net/x\" }\n",
+    );
+    let dir = minimal_with(&[]);
+    std::os::unix::fs::symlink(outside.path(), dir.path().join("notifications")).expect("link");
+    assert_invalid(
+        dir.path(),
+        "notifications: error: `notifications/` is a symlink to a place outside the repository; \
+         refused, so none of its objects can be read",
+    );
+}
+
+#[test]
+fn jitter_as_long_as_the_interval_is_a_warning() {
+    let dir = minimal_with(&[(
+        "policies/system.toml",
+        "hosts = { names = [\"web-1\"] }\nrepository = \"local\"\npaths = [\"/etc\"]\n\
+         schedule = { cron = \"0 * * * *\", jitter = \"2h\" }\nretention = { keep-daily = 7 }\n",
+    )]);
+    let (code, output) = validate(dir.path());
+    assert_eq!(code, 0, "{output}");
+    assert!(
+        output.contains(
+            "policies/system.toml:4:43: warning: jitter 2h is not shorter than the time between \
+             two runs (1h)"
+        ),
+        "{output}"
+    );
+}
+
+#[test]
+fn prune_on_append_only_repository_without_maintenance_is_an_error() {
+    let repo = crate::common::minimal_repo()
+        .into_iter()
+        .find(|(p, _)| p == "repositories/local.toml")
+        .expect("repository")
+        .1;
+    let dir = minimal_with(&[
+        (
+            "repositories/local.toml",
+            &format!("append-only = true\n{repo}"),
+        ),
+        (
+            "policies/system.toml",
+            "hosts = { names = [\"web-1\"] }\nrepository = \"local\"\npaths = [\"/etc\"]\n\
+             schedule = { cron = \"0 2 * * *\" }\nprune = { cron = \"0 4 * * 0\" }\n",
+        ),
+    ]);
+    assert_invalid(
+        dir.path(),
+        "policies/system.toml:5:9: error: repository `local` is append-only and has no \
+         `maintenance` credential, so prune could never delete anything",
+    );
+}
+
+#[test]
+fn selector_naming_a_broken_host_file_does_not_claim_it_is_missing() {
+    let dir = minimal_with(&[("hosts/web-1.toml", "paused = \"no\"\n")]);
+    let (code, output) = validate(dir.path());
+    assert_eq!(code, 1);
+    assert!(!output.contains("host `web-1` does not exist"), "{output}");
+}
+
+#[test]
+fn every_unknown_key_of_one_file_is_reported_in_one_run() {
+    let dir = minimal_with(&[(
+        "policies/system.toml",
+        "hosts = { names = [\"web-1\"] }\nrepository = \"local\"\npaths = [\"/etc\"]\n\
+         schedule = { cron = \"0 2 * * *\", jiter = \"5m\" }\n\
+         retention = { keep-daly = 7 }\nexclud = [\"*.tmp\"]\n",
+    )]);
+    let (code, output) = validate(dir.path());
+    assert_eq!(code, 1, "{output}");
+    for expected in [
+        "policies/system.toml:4:34: error: unknown key `jiter`",
+        "policies/system.toml:5:15: error: unknown key `keep-daly`",
+        "policies/system.toml:6:1: error: unknown key `exclud`",
+        "did you mean `jitter`?",
+        "did you mean `keep-daily`?",
+        "did you mean `exclude`?",
+    ] {
+        assert!(
+            output.contains(expected),
+            "expected {expected:?} in:\n{output}"
+        );
+    }
+    assert!(output.contains("invalid: 3 errors"), "{output}");
+}

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 use anyhow::anyhow;
 
-use super::report_error;
+use super::{print_err, print_out, report_error};
 use crate::secrets::{self, ExposeSecret as _, SecretSlice, Whitespace};
 
 /// The largest secret `seal` accepts (64 KiB): far above any password or key, small enough
@@ -171,16 +171,6 @@ fn read_secret(input: impl std::io::Read) -> anyhow::Result<SecretSlice<u8>> {
         ));
     }
     Ok(secret)
-}
-
-#[allow(clippy::print_stdout, reason = "stdout carries the command's result")]
-fn print_out(text: &str) {
-    print!("{text}");
-}
-
-#[allow(clippy::print_stderr, reason = "hints and warnings go to stderr")]
-fn print_err(text: &str) {
-    eprint!("{text}");
 }
 
 #[cfg(test)]

@@ -81,6 +81,18 @@ pub(crate) fn report_error(error: &anyhow::Error) {
     }
 }
 
+/// Writes a command's result on stdout: the data, never logs.
+#[allow(clippy::print_stdout, reason = "stdout carries the command's result")]
+pub(crate) fn print_out(text: &str) {
+    print!("{text}");
+}
+
+/// Writes diagnostics, hints and warnings for the operator on stderr, beside the logs.
+#[allow(clippy::print_stderr, reason = "the CLI's channel for diagnostics")]
+pub(crate) fn print_err(text: &str) {
+    eprint!("{text}");
+}
+
 /// Whether stdout/stderr should get colour: only on a terminal and without `NO_COLOR`.
 pub(crate) fn use_color(stream: &impl std::io::IsTerminal) -> bool {
     stream.is_terminal() && std::env::var_os("NO_COLOR").is_none()

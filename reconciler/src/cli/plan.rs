@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use super::{report_error, use_color};
+use super::{print_err, print_out, report_error, use_color};
 use crate::config::{self, Config};
 use crate::plan::{Revisions, diff};
 
@@ -103,17 +103,4 @@ fn load_valid(args: &Args, rev: &str, which: &str) -> anyhow::Result<Config> {
             loaded.diagnostics.errors().count()
         )
     }
-}
-
-#[allow(clippy::print_stdout, reason = "stdout carries the command's result")]
-fn print_out(text: &str) {
-    print!("{text}");
-}
-
-#[allow(
-    clippy::print_stderr,
-    reason = "diagnostics go to stderr, beside the logs"
-)]
-fn print_err(text: &str) {
-    eprint!("{text}");
 }

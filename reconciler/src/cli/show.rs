@@ -4,7 +4,7 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 
 use super::validate::load_source;
-use super::{Format, report_error, use_color};
+use super::{Format, print_err, print_out, report_error, use_color};
 use crate::config::effective::{Assignment, HostView, effective};
 
 /// Flags of `show`.
@@ -150,17 +150,4 @@ fn render_assignment(out: &mut String, a: &Assignment) {
             let _ = writeln!(out, "    hook {what}: {argv:?}");
         }
     }
-}
-
-#[allow(clippy::print_stdout, reason = "stdout carries the command's result")]
-fn print_out(text: &str) {
-    print!("{text}");
-}
-
-#[allow(
-    clippy::print_stderr,
-    reason = "diagnostics go to stderr, beside the logs"
-)]
-fn print_err(text: &str) {
-    eprint!("{text}");
 }

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use super::{Format, report_error, use_color};
+use super::{Format, print_err, print_out, report_error, use_color};
 use crate::config::{self, Loaded};
 
 /// Flags of `validate`.
@@ -101,17 +101,4 @@ fn plural_irregular(n: usize, one: &str, many: &str) -> String {
     } else {
         format!("{n} {many}")
     }
-}
-
-#[allow(clippy::print_stdout, reason = "stdout carries the command's result")]
-fn print_out(text: &str) {
-    print!("{text}");
-}
-
-#[allow(
-    clippy::print_stderr,
-    reason = "diagnostics go to stderr, beside the logs"
-)]
-fn print_err(text: &str) {
-    eprint!("{text}");
 }

@@ -151,6 +151,13 @@ impl Diagnostics {
         message: String,
         help: Option<String>,
     ) {
+        // A message is one line of `file:line:col: severity: message`; causes from other
+        // libraries sometimes carry newlines.
+        let message = if message.contains('\n') {
+            one_line(&message)
+        } else {
+            message
+        };
         let position = file.zip(span.as_ref()).and_then(|(file, span)| {
             let source = self.source(file)?;
             Some(line_col(&source.text, span.start))
@@ -240,6 +247,16 @@ impl Diagnostics {
         }
         out
     }
+}
+
+/// Joins the lines of a message into one.
+fn one_line(message: &str) -> String {
+    message
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// 1-based line and character column of byte offset `at` in `text`.

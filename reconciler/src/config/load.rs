@@ -10,6 +10,7 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
+use serde_spanned::Spanned;
 
 use super::diag::Diagnostics;
 use super::effective::Fleet;
@@ -79,6 +80,14 @@ pub fn load(files: &ConfigFiles) -> Loaded {
     for (path, why) in &files.skipped {
         d.warning(path, None, format!("`{path}` {why}"));
     }
+    for (path, why) in &files.refused {
+        d.error_help(
+            path,
+            None,
+            format!("`{path}/` {why}, so none of its objects can be read"),
+            format!("make `{path}` a plain directory inside the repository"),
+        );
+    }
 
     // Parse every file into its raw type, remembering the spans for later checks.
     let mut parsed = Parsed::default();
@@ -106,22 +115,22 @@ pub fn load(files: &ConfigFiles) -> Loaded {
         };
         match kind {
             "hosts" => {
-                if let Some(raw) = parse::<RawHost>(&mut d, &file.path, &text) {
+                if let Some(raw) = parse::<RawHost>(&mut d, kind, &file.path, &text) {
                     parsed.hosts.push((obj, raw));
                 }
             }
             "repositories" => {
-                if let Some(raw) = parse::<RawRepository>(&mut d, &file.path, &text) {
+                if let Some(raw) = parse::<RawRepository>(&mut d, kind, &file.path, &text) {
                     parsed.repositories.push((obj, raw));
                 }
             }
             "policies" => {
-                if let Some(raw) = parse::<RawPolicy>(&mut d, &file.path, &text) {
+                if let Some(raw) = parse::<RawPolicy>(&mut d, kind, &file.path, &text) {
                     parsed.policies.push((obj, raw));
                 }
             }
             "notifications" => {
-                if let Some(raw) = parse::<RawNotification>(&mut d, &file.path, &text) {
+                if let Some(raw) = parse::<RawNotification>(&mut d, kind, &file.path, &text) {
                     parsed.notifications.push((obj, raw));
                 }
             }
@@ -174,6 +183,7 @@ pub fn load(files: &ConfigFiles) -> Loaded {
     // Check the objects against each other. An object whose file exists but did not validate
     // still counts as defined, so a typo in it is not also reported as a dangling reference.
     let defined = Defined {
+        hosts: names_in(files, "hosts"),
         repositories: names_in(files, "repositories"),
         policies: names_in(files, "policies"),
     };
@@ -190,6 +200,7 @@ pub fn load(files: &ConfigFiles) -> Loaded {
 
 /// Names of the objects that have a file, valid or not.
 struct Defined {
+    hosts: std::collections::BTreeSet<String>,
     repositories: std::collections::BTreeSet<String>,
     policies: std::collections::BTreeSet<String>,
 }
@@ -250,19 +261,55 @@ fn decode(d: &mut Diagnostics, path: &str, bytes: &[u8]) -> Option<Arc<str>> {
     }
 }
 
-/// Parses TOML into a raw type, turning serde's messages into the config's vocabulary.
-fn parse<T: DeserializeOwned>(d: &mut Diagnostics, path: &str, text: &str) -> Option<T> {
-    match toml::from_str::<T>(text) {
-        Ok(value) => Some(value),
+/// Parses TOML into a raw type, turning serde's messages into the config's vocabulary. Every
+/// unknown key of the file is reported, not only the first serde meets.
+fn parse<T: DeserializeOwned>(
+    d: &mut Diagnostics,
+    kind: &str,
+    path: &str,
+    text: &str,
+) -> Option<T> {
+    let doc = match toml::de::DeTable::parse(text) {
+        Ok(doc) => doc,
         Err(e) => {
-            let (message, help) = explain_toml_error(e.message());
-            let span = e.span();
-            match help {
-                Some(help) => d.error_help(path, span, message, help),
-                None => d.error(path, span, message),
-            }
+            report_toml_error(d, path, &e);
+            return None;
+        }
+    };
+    let unknown = crate::schema::schema_value(kind)
+        .map(|schema| super::keys::unknown_keys(doc.get_ref(), schema))
+        .unwrap_or_default();
+    for key in &unknown {
+        let valid = key.valid.join(", ");
+        let help = match suggest(&key.key, key.valid.iter().map(String::as_str)) {
+            Some(best) => format!("did you mean `{best}`? valid keys here: {valid}"),
+            None if key.valid.is_empty() => "no keys are allowed here".to_owned(),
+            None => format!("valid keys here: {valid}"),
+        };
+        d.error_help(
+            path,
+            Some(key.span.clone()),
+            format!("unknown key `{}`", key.key),
+            help,
+        );
+    }
+
+    match T::deserialize(toml::de::Deserializer::from(doc)) {
+        Ok(value) => Some(value),
+        // Already reported above, with the others.
+        Err(e) if !unknown.is_empty() && e.message().starts_with("unknown field") => None,
+        Err(e) => {
+            report_toml_error(d, path, &e);
             None
         }
+    }
+}
+
+fn report_toml_error(d: &mut Diagnostics, path: &str, error: &toml::de::Error) {
+    let (message, help) = explain_toml_error(error.message());
+    match help {
+        Some(help) => d.error_help(path, error.span(), message, help),
+        None => d.error(path, error.span(), message),
     }
 }
 
@@ -365,7 +412,7 @@ fn cross_check(
     let fleet = Fleet::new(config);
     for (name, (file, raw)) in policy_files {
         let policy = &config.policies[name];
-        check_policy_refs(d, config, &fleet, file, raw, policy);
+        check_policy_refs(d, config, &fleet, defined, file, raw, policy);
     }
     check_overlapping_paths(d, config, &fleet, policy_files);
 
@@ -393,7 +440,7 @@ fn cross_check(
                     "this selector matches no host",
                 );
             }
-            warn_missing_names(d, config, &obj.file, &selector.get_ref().names);
+            warn_missing_names(d, config, defined, &obj.file, &selector.get_ref().names);
         }
     }
 }
@@ -403,25 +450,37 @@ fn check_policy_refs(
     d: &mut Diagnostics,
     config: &Config,
     fleet: &Fleet,
+    defined: &Defined,
     file: &str,
     raw: &RawPolicy,
     policy: &Policy,
 ) {
     match config.repositories.get(&policy.repository) {
         Some(repo) if repo.append_only && repo.maintenance.is_none() => {
-            if let Some(retention) = &raw.retention {
+            // Both jobs delete data, which the everyday credential of an append-only
+            // repository cannot do.
+            let deleting = [
+                ("forget", raw.retention.as_ref().map(Spanned::span)),
+                ("prune", raw.prune.as_ref().map(Spanned::span)),
+            ];
+            for (job, span) in deleting {
+                let Some(span) = span else { continue };
                 d.error_help(
                     file,
-                    Some(retention.span()),
+                    Some(span),
                     format!(
                         "repository `{}` is append-only and has no `maintenance` credential, \
-                         so forget could never delete a snapshot",
+                         so {job} could never delete anything",
                         repo.name
                     ),
                     format!(
-                        "add a [maintenance] table to repositories/{}.toml, or remove the \
-                         retention",
-                        repo.name
+                        "add a [maintenance] table to repositories/{}.toml, or remove `{}`",
+                        repo.name,
+                        if job == "forget" {
+                            "retention"
+                        } else {
+                            "prune"
+                        }
                     ),
                 );
             }
@@ -429,7 +488,7 @@ fn check_policy_refs(
         _ => {}
     }
 
-    warn_missing_names(d, config, file, &raw.hosts.get_ref().names);
+    warn_missing_names(d, config, defined, file, &raw.hosts.get_ref().names);
     if !fleet.selects_any(&policy.hosts) {
         d.warning_help(
             file,
@@ -512,11 +571,12 @@ fn name_list(names: &[&str]) -> String {
 fn warn_missing_names(
     d: &mut Diagnostics,
     config: &Config,
+    defined: &Defined,
     file: &str,
-    names: &[serde_spanned::Spanned<String>],
+    names: &[Spanned<String>],
 ) {
     for name in names {
-        if !config.hosts.contains_key(name.get_ref()) {
+        if !defined.hosts.contains(name.get_ref()) {
             let help = match suggest(name.get_ref(), config.hosts.keys().map(String::as_str)) {
                 Some(best) => format!("did you mean `{best}`?"),
                 None => format!("there is no hosts/{}.toml", name.get_ref()),

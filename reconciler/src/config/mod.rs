@@ -7,6 +7,7 @@
 
 pub mod diag;
 pub mod effective;
+pub mod keys;
 pub mod load;
 pub mod model;
 mod objects;

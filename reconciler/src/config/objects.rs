@@ -22,7 +22,7 @@ use super::raw::{
     RawSelector, RawUrlTarget, ScheduleKeys, SecretValue,
 };
 use super::retention::{GroupBy, KeepWithin, Retention};
-use super::schedule::{CronExpr, Schedule, Trigger, parse_duration};
+use super::schedule::{CronExpr, Schedule, Trigger, format_duration, parse_duration};
 use super::url::{Backend, RepoUrl};
 
 /// The outcome of validating one object.
@@ -199,11 +199,25 @@ impl Object<'_, '_> {
             Some(j) => self.parse(j, parse_duration)?,
             None => jiff::SignedDuration::ZERO,
         };
-        Some(Schedule {
+        let schedule = Schedule {
             trigger: trigger?,
             timezone,
             jitter,
-        })
+        };
+        if let (Some(span), Some(gap)) = (keys.jitter.map(Spanned::span), schedule.shortest_gap())
+            && jitter >= gap
+        {
+            self.warning(
+                Some(span),
+                format!(
+                    "jitter {} is not shorter than the time between two runs ({}), so runs \
+                     can follow each other closely or bunch up",
+                    format_duration(jitter),
+                    format_duration(gap)
+                ),
+            );
+        }
+        Some(schedule)
     }
 
     /// Environment for a backend: valid names, nothing restic-manager sets itself, secrets

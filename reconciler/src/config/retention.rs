@@ -127,7 +127,11 @@ impl fmt::Display for Retention {
             .iter()
             .map(|(name, value)| format!("{name} {value}"))
             .collect();
-        write!(f, "{} (grouped by {})", rules.join(", "), self.group_by)
+        if self.group_by.is_none() {
+            write!(f, "{} (all snapshots in one group)", rules.join(", "))
+        } else {
+            write!(f, "{} (grouped by {})", rules.join(", "), self.group_by)
+        }
     }
 }
 
@@ -236,13 +240,17 @@ impl Default for GroupBy {
 }
 
 impl GroupBy {
-    /// Parses a comma-separated subset of `host`, `paths` and `tags`.
+    /// Parses a comma-separated subset of `host`, `paths` and `tags`. Empty means one group
+    /// for all snapshots of the policy, as in restic.
     pub fn parse(text: &str) -> Result<Self, String> {
         let mut out = Self {
             host: false,
             paths: false,
             tags: false,
         };
+        if text.trim().is_empty() {
+            return Ok(out);
+        }
         for part in text.split(',').map(str::trim) {
             match part {
                 "host" => out.host = true,
@@ -257,6 +265,14 @@ impl GroupBy {
             }
         }
         Ok(out)
+    }
+}
+
+impl GroupBy {
+    /// Whether all snapshots form one group (`group-by = ""`).
+    #[must_use]
+    pub fn is_none(&self) -> bool {
+        !(self.host || self.paths || self.tags)
     }
 }
 

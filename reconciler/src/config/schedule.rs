@@ -105,6 +105,34 @@ fn reference_instant(zone: &jiff::tz::TimeZone) -> jiff::Zoned {
 }
 
 impl Schedule {
+    /// The shortest time between two runs among the first few after a fixed reference date,
+    /// read in UTC unless the schedule has a zone: cheap enough to check every schedule.
+    #[must_use]
+    pub fn shortest_gap(&self) -> Option<jiff::SignedDuration> {
+        const SAMPLES: usize = 16;
+
+        match &self.trigger {
+            Trigger::Every(every) => Some(*every),
+            Trigger::Cron(expr) => {
+                let zone = self
+                    .timezone
+                    .as_ref()
+                    .map_or(jiff::tz::TimeZone::UTC, |z| z.zone.clone());
+                let mut last = expr.next_after(&reference_instant(&zone))?;
+                let mut shortest: Option<jiff::SignedDuration> = None;
+                for _ in 0..SAMPLES {
+                    let Some(next) = expr.next_after(&last) else {
+                        break;
+                    };
+                    let gap = next.timestamp().duration_since(last.timestamp());
+                    shortest = Some(shortest.map_or(gap, |s| s.min(gap)));
+                    last = next;
+                }
+                shortest
+            }
+        }
+    }
+
     /// The average time between two runs, measured over the year after a fixed reference
     /// date in `zone`. `None` when the schedule fires at most once in that year.
     #[must_use]

@@ -27,8 +27,11 @@ pub struct ConfigFile {
 pub struct ConfigFiles {
     /// The candidate config files, sorted by path.
     pub files: Vec<ConfigFile>,
-    /// Entries that were skipped, with why: `(path, message)`.
+    /// Entries that were skipped, with why: `(path, message)`. Reported as warnings.
     pub skipped: Vec<(String, String)>,
+    /// Object directories that exist but cannot be read as one, with why: the objects in
+    /// them would silently go missing, so these make the revision invalid.
+    pub refused: Vec<(String, String)>,
     /// How many of the four object directories exist.
     pub dirs_found: usize,
 }
@@ -67,7 +70,7 @@ pub fn read_dir(root: &Path) -> Result<ConfigFiles, SourceError> {
             continue;
         };
         if meta.file_type().is_symlink() && !inside(&canonical_root, &dir) {
-            found.skipped.push((
+            found.refused.push((
                 kind.to_owned(),
                 "is a symlink to a place outside the repository; refused".to_owned(),
             ));
@@ -75,8 +78,8 @@ pub fn read_dir(root: &Path) -> Result<ConfigFiles, SourceError> {
         }
         if !dir.is_dir() {
             found
-                .skipped
-                .push((kind.to_owned(), "is not a directory; skipped".to_owned()));
+                .refused
+                .push((kind.to_owned(), "is not a directory".to_owned()));
             continue;
         }
         found.dirs_found += 1;

@@ -4,23 +4,10 @@ use super::source::{ConfigFile, ConfigFiles};
 use super::{Config, Loaded, load};
 
 /// Age armor of `plaintext` for a throwaway recipient.
+#[must_use]
 pub fn sealed(plaintext: &str) -> String {
-    use std::io::Write as _;
-
-    let identity = age::x25519::Identity::generate();
-    let recipient = identity.to_public();
-    let encryptor =
-        age::Encryptor::with_recipients(std::iter::once(&recipient as &dyn age::Recipient))
-            .expect("a recipient");
-    let mut armor = Vec::new();
-    let writer = age::armor::ArmoredWriter::wrap_output(&mut armor, age::armor::Format::AsciiArmor)
-        .expect("armor writer");
-    let mut w = encryptor.wrap_output(writer).expect("encrypt");
-    w.write_all(plaintext.as_bytes()).expect("write");
-    w.finish()
-        .and_then(age::armor::ArmoredWriter::finish)
-        .expect("finish");
-    String::from_utf8(armor).expect("armor is text")
+    let recipient = age::x25519::Identity::generate().to_public();
+    crate::secrets::seal(&[recipient], plaintext.as_bytes()).expect("sealing works")
 }
 
 /// A repository file with a sealed password, the same armor every time so that two loads
@@ -42,8 +29,8 @@ pub fn load_files(files: &[(&str, &str)]) -> Loaded {
                 content: Ok(content.as_bytes().to_vec()),
             })
             .collect(),
-        skipped: Vec::new(),
         dirs_found: 3,
+        ..ConfigFiles::default()
     };
     load(&files)
 }

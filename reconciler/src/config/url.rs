@@ -267,17 +267,22 @@ fn check_bucket(backend: Backend, rest: &str) -> Result<(), UrlError> {
         return Err(UrlError::new(format!("{backend} url contains credentials"))
             .help(credential_help(backend)));
     }
+    let bucket_word = if backend == Backend::Azure {
+        "container"
+    } else {
+        "bucket"
+    };
     let Some((bucket, path)) = rest.split_once(':') else {
         return Err(
             UrlError::new(format!("{backend} url `{backend}:{rest}` has no path"))
-                .help(format!("write it as `{backend}:bucket:/path`")),
+                .help(format!("write it as `{backend}:{bucket_word}:/path`")),
         );
     };
     if bucket.is_empty() || path.is_empty() {
         return Err(UrlError::new(format!(
-            "{backend} url `{backend}:{rest}` needs a bucket and a path"
+            "{backend} url `{backend}:{rest}` needs a {bucket_word} and a path"
         ))
-        .help(format!("write it as `{backend}:bucket:/path`")));
+        .help(format!("write it as `{backend}:{bucket_word}:/path`")));
     }
     Ok(())
 }
