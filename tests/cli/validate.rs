@@ -56,7 +56,10 @@ fn unknown_key_suggests_the_right_one() {
 #[test]
 fn duplicate_key_is_reported() {
     let dir = minimal_with(&[("hosts/web-1.toml", "paused = true\npaused = false\n")]);
-    assert_invalid(dir.path(), "hosts/web-1.toml:2:1: error: duplicate key");
+    assert_invalid(
+        dir.path(),
+        "hosts/web-1.toml:2:1: error: duplicate key `paused`",
+    );
 }
 
 #[test]
@@ -583,4 +586,33 @@ fn every_unknown_key_of_one_file_is_reported_in_one_run() {
         );
     }
     assert!(output.contains("invalid: 3 errors"), "{output}");
+}
+
+#[test]
+fn a_bad_rule_is_not_also_reported_as_keeping_nothing() {
+    let dir = minimal_with(&[(
+        "policies/system.toml",
+        "hosts = { names = [\"web-1\"] }\nrepository = \"local\"\npaths = [\"/etc\"]\n\
+         schedule = { cron = \"0 2 * * *\" }\nretention = { keep-within = \"2w\" }\n",
+    )]);
+    assert_invalid(
+        dir.path(),
+        "policies/system.toml:5:29: error: invalid keep-within duration `2w`",
+    );
+    let (_, output) = validate(dir.path());
+    assert!(!output.contains("keeps nothing"), "{output}");
+    assert!(output.contains("invalid: 1 error"), "{output}");
+}
+
+#[test]
+fn two_hosts_with_one_agent_key_are_an_error() {
+    let key = "ed25519:O2onvM62pC1io6jQKm8Nc2UyFXcd4kOmOsBIoYtZ2ik=";
+    let dir = minimal_with(&[
+        ("hosts/web-1.toml", &format!("agent-key = \"{key}\"\n")),
+        ("hosts/web-2.toml", &format!("agent-key = \"{key}\"\n")),
+    ]);
+    assert_invalid(
+        dir.path(),
+        "hosts/web-2.toml:1:13: error: agent-key is also the key of host `web-1`",
+    );
 }

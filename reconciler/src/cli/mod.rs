@@ -70,15 +70,22 @@ fn init_tracing() {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(use_color(&std::io::stderr()))
         .init();
 }
 
-/// Prints an error for the operator on stderr, in one place so the form stays the same.
+/// Prints an error for the operator on stderr, in one place so the form stays the same: the
+/// message, then each cause the message does not already include.
 pub(crate) fn report_error(error: &anyhow::Error) {
-    #[allow(clippy::print_stderr, reason = "the CLI's error channel")]
-    {
-        eprintln!("error: {error:#}");
+    let mut text = error.to_string();
+    for cause in error.chain().skip(1) {
+        let cause = cause.to_string();
+        if !text.contains(&cause) {
+            text.push_str(": ");
+            text.push_str(&cause);
+        }
     }
+    print_err(&format!("error: {text}\n"));
 }
 
 /// Writes a command's result on stdout: the data, never logs.

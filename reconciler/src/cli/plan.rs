@@ -97,10 +97,11 @@ fn load_valid(args: &Args, rev: &str, which: &str) -> anyhow::Result<Config> {
                 .diagnostics
                 .render_text(use_color(&std::io::stderr())),
         );
+        let errors = loaded.diagnostics.errors().count();
         anyhow::bail!(
-            "the {which} revision `{rev}` does not validate ({} errors above); fix it \
+            "the {which} revision `{rev}` does not validate ({errors} error{} above); fix it \
              before planning",
-            loaded.diagnostics.errors().count()
+            if errors == 1 { "" } else { "s" }
         )
     }
 }

@@ -98,6 +98,22 @@ fn render_assignment(out: &mut String, a: &Assignment) {
     if !a.exclude.is_empty() {
         let _ = writeln!(out, "    exclude:   {}", a.exclude.join(", "));
     }
+    let mut skips = Vec::new();
+    if !a.exclude_if_present.is_empty() {
+        skips.push(format!(
+            "directories containing {}",
+            a.exclude_if_present.join(" or ")
+        ));
+    }
+    if a.exclude_caches {
+        skips.push("cache directories (CACHEDIR.TAG)".to_owned());
+    }
+    if a.one_file_system {
+        skips.push("other file systems mounted below the paths".to_owned());
+    }
+    if !skips.is_empty() {
+        let _ = writeln!(out, "    skips:     {}", skips.join("; "));
+    }
     let _ = writeln!(out, "    tags:      {}", a.tags.join(", "));
     let missed = match a.missed_run {
         crate::config::model::MissedRun::RunOnce => "run once",
@@ -149,5 +165,12 @@ fn render_assignment(out: &mut String, a: &Assignment) {
         for argv in commands {
             let _ = writeln!(out, "    hook {what}: {argv:?}");
         }
+    }
+    if !a.hooks.is_empty() {
+        let _ = writeln!(
+            out,
+            "    hooks stop after {} each",
+            format_duration(a.hooks.timeout)
+        );
     }
 }

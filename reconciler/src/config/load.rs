@@ -272,7 +272,7 @@ fn parse<T: DeserializeOwned>(
     let doc = match toml::de::DeTable::parse(text) {
         Ok(doc) => doc,
         Err(e) => {
-            report_toml_error(d, path, &e);
+            report_toml_error(d, path, text, &e);
             return None;
         }
     };
@@ -299,14 +299,20 @@ fn parse<T: DeserializeOwned>(
         // Already reported above, with the others.
         Err(e) if !unknown.is_empty() && e.message().starts_with("unknown field") => None,
         Err(e) => {
-            report_toml_error(d, path, &e);
+            report_toml_error(d, path, text, &e);
             None
         }
     }
 }
 
-fn report_toml_error(d: &mut Diagnostics, path: &str, error: &toml::de::Error) {
-    let (message, help) = explain_toml_error(error.message());
+fn report_toml_error(d: &mut Diagnostics, path: &str, text: &str, error: &toml::de::Error) {
+    let (mut message, help) = explain_toml_error(error.message());
+    // toml's duplicate-key error points at the key but does not name it.
+    if message == "duplicate key"
+        && let Some(key) = error.span().and_then(|span| text.get(span))
+    {
+        message = format!("duplicate key `{}`", key.trim());
+    }
     match help {
         Some(help) => d.error_help(path, error.span(), message, help),
         None => d.error(path, error.span(), message),
@@ -392,6 +398,27 @@ fn cross_check(
                 "give each host its own `hostname`",
             );
             by_hostname.insert(&host.hostname, first);
+        }
+    }
+
+    // An agent key identifies one host: two hosts sharing one would let either agent receive
+    // the other's jobs and credentials.
+    let mut by_key: HashMap<[u8; 32], &str> = HashMap::new();
+    for (name, host) in &config.hosts {
+        let Some(key) = host.agent_key else { continue };
+        if let Some(first) = by_key.insert(key.0, name) {
+            by_key.insert(key.0, first);
+            let span = parsed
+                .hosts
+                .iter()
+                .find(|(o, _)| &o.name == name)
+                .and_then(|(_, raw)| raw.agent_key.as_ref().map(Spanned::span));
+            d.error_help(
+                &format!("hosts/{name}.toml"),
+                span,
+                format!("agent-key is also the key of host `{first}`"),
+                "give each host's agent its own key pair; a key may identify one host only",
+            );
         }
     }
 
@@ -489,7 +516,10 @@ fn check_policy_refs(
     }
 
     warn_missing_names(d, config, defined, file, &raw.hosts.get_ref().names);
-    if !fleet.selects_any(&policy.hosts) {
+    // Hosts whose files have errors are not in the config; a selector matching only those is
+    // not empty, just waiting for them to be fixed.
+    let all_hosts_valid = defined.hosts.len() == config.hosts.len();
+    if all_hosts_valid && !fleet.selects_any(&policy.hosts) {
         d.warning_help(
             file,
             Some(raw.hosts.span()),

@@ -332,8 +332,7 @@ pub fn host(cx: &mut Cx<'_>, file: &str, name: &str, raw: &RawHost) -> Checked<H
         o.warning_help(
             None,
             format!("host `{name}` has no agent-key, so its agent cannot connect yet"),
-            "run `restic-manager-agent keygen` on the host and commit the printed key as \
-             `agent-key`",
+            "commit the public key of the host's agent as `agent-key = \"ed25519:...\"`",
         );
         None
     };
@@ -640,6 +639,7 @@ fn tags(o: &mut Object<'_, '_>, raw: &[Spanned<String>]) -> Vec<String> {
 
 fn retention(o: &mut Object<'_, '_>, raw: &Spanned<RawRetention>) -> Option<Retention> {
     let r = raw.get_ref();
+    let errors_before = o.cx.d.errors().count();
     let mut within =
         |v: &Option<Spanned<String>>| v.as_ref().and_then(|v| o.parse(v, KeepWithin::parse));
     let keep_within = within(&r.keep_within);
@@ -669,6 +669,11 @@ fn retention(o: &mut Object<'_, '_>, raw: &Spanned<RawRetention>) -> Option<Rete
         keep_tag,
         group_by,
     };
+    // A rule that did not parse is missing here; saying the rest keeps nothing would only
+    // repeat that error.
+    if o.cx.d.errors().count() > errors_before {
+        return None;
+    }
     if retention.keeps_nothing() {
         o.error_help(
             Some(raw.span()),

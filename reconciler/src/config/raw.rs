@@ -429,7 +429,8 @@ pub struct RawWebhook {
     /// Where to POST. May be sealed when it carries a token.
     #[schemars(with = "SecretValue")]
     pub url: Spanned<SecretValue>,
-    /// A handlebars template for the request body. Default: a JSON document of the event.
+    /// A handlebars template for the request body. It is checked to compile; the variables
+    /// it can use are defined with notification delivery, which the server does not do yet.
     #[schemars(with = "Option<String>")]
     pub body: Option<Spanned<String>>,
     /// The request's Content-Type. Default: `application/json`.

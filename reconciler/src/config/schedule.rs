@@ -52,7 +52,12 @@ impl CronExpr {
             .year(croner::parser::Year::Disallowed)
             .build()
             .parse(text)
-            .map_err(|e| format!("invalid cron expression `{text}`: {e}"))?;
+            .map_err(|e| {
+                format!(
+                    "invalid cron expression `{text}`: {e} (fields: [second] minute hour \
+                     day-of-month month day-of-week)"
+                )
+            })?;
         let expr = Self {
             text: text.to_owned(),
             cron,
@@ -173,7 +178,8 @@ impl fmt::Display for Schedule {
             Trigger::Cron(expr) => write!(f, "cron `{}`", expr.as_str())?,
             Trigger::Every(every) => write!(f, "every {}", format_duration(*every))?,
         }
-        if let Some(zone) = &self.timezone {
+        // An interval runs the same in every zone; only cron instants are read in one.
+        if let (Trigger::Cron(_), Some(zone)) = (&self.trigger, &self.timezone) {
             write!(f, " ({zone})")?;
         }
         if !self.jitter.is_zero() {

@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use crate::config::Config;
 use crate::config::effective::{Assignment, Placement, placements};
-use crate::config::model::{Host, Schedule, TimeZoneName};
+use crate::config::model::{Host, MissedRun, Schedule, TimeZoneName};
 use crate::config::retention::Retention;
 use crate::config::schedule::format_duration;
 
@@ -480,7 +480,22 @@ impl Differ {
         }
         self.check(host, policy, a, b);
 
-        if a.hooks != b.hooks {
+        let same_commands = a.hooks.before == b.hooks.before
+            && a.hooks.after == b.hooks.after
+            && a.hooks.on_failure == b.hooks.on_failure;
+        if same_commands && a.hooks.timeout != b.hooks.timeout {
+            self.push(
+                host,
+                ChangeKind::HooksChanged,
+                false,
+                policy,
+                format!(
+                    "hook timeout: {} → {}",
+                    format_duration(a.hooks.timeout),
+                    format_duration(b.hooks.timeout)
+                ),
+            );
+        } else if !same_commands {
             let describe = |h: &crate::config::model::Hooks| {
                 let mut parts = Vec::new();
                 for (what, list) in [
@@ -605,10 +620,13 @@ impl Differ {
         b: &Assignment,
     ) {
         if a.missed_run != b.missed_run {
+            // Skipping means a host that was down at backup time goes without until the next
+            // instant, which for a daily or weekly schedule is a long gap.
+            let risky = b.missed_run == MissedRun::Skip;
             self.push(
                 host,
                 ChangeKind::OptionChanged,
-                false,
+                risky,
                 policy,
                 format!(
                     "missed-run: {} → {}",
@@ -757,7 +775,16 @@ impl Differ {
                     self.push(host, ChangeKind::CheckChanged, rarer, policy, summary);
                 }
                 if x.read_data_subset != y.read_data_subset {
-                    let risky = y.read_data_subset.is_none();
+                    let risky = match (&x.read_data_subset, &y.read_data_subset) {
+                        (_, None) => true,
+                        (Some(old), Some(new)) => {
+                            matches!(
+                                (subset_share(old), subset_share(new)),
+                                (Some(before), Some(after)) if after < before
+                            )
+                        }
+                        (None, Some(_)) => false,
+                    };
                     let summary = format!(
                         "check reads {} → {}",
                         x.read_data_subset
@@ -791,6 +818,16 @@ impl Differ {
                 .or(Some(jiff::SignedDuration::MAX))
         })
     }
+}
+
+/// The share of the data a `read-data-subset` of `n%` or `n/m` reads; `None` for sizes,
+/// which cannot be compared without knowing the repository.
+fn subset_share(subset: &str) -> Option<f64> {
+    if let Some(percent) = subset.strip_suffix('%') {
+        return percent.parse::<f64>().ok().map(|p| p / 100.0);
+    }
+    let (n, m) = subset.split_once('/')?;
+    Some(n.parse::<f64>().ok()? / m.parse::<f64>().ok()?)
 }
 
 fn missed(m: crate::config::model::MissedRun) -> &'static str {

@@ -158,3 +158,34 @@ fn markdown_lists_risky_changes_first() {
         "{text}"
     );
 }
+
+#[test]
+fn skipping_missed_runs_and_reading_less_in_check_are_risky() {
+    let base = POLICY.replace(
+        "check = { cron = \"0 5 * * 0\" }",
+        "check = { cron = \"0 5 * * 0\", read-data-subset = \"10%\" }",
+    );
+    let head = base.replace("10%", "1/20") + "missed-run = \"skip\"\n";
+    let plan = diff(&fleet(&base), &fleet(&head));
+    assert_eq!(
+        risky(&plan),
+        [
+            "check reads 10% of the data → 1/20 of the data",
+            "missed-run: run-once → skip"
+        ]
+    );
+}
+
+#[test]
+fn a_hook_timeout_alone_is_not_risky_but_a_new_command_is() {
+    let base = format!("{POLICY}hooks = {{ before = [[\"true\"]] }}\n");
+    let longer = base.replace("[[\"true\"]] }", "[[\"true\"]], timeout = \"1h\" }");
+    let plan = diff(&fleet(&base), &fleet(&longer));
+    assert!(!plan.has_risky(), "{plan:?}");
+    assert_eq!(plan.changes[0].summary, "hook timeout: 15m → 1h");
+
+    let other = base.replace("[[\"true\"]]", "[[\"curl\", \"https://example.net\"]]");
+    let plan = diff(&fleet(&base), &fleet(&other));
+    assert_eq!(plan.changes[0].kind, ChangeKind::HooksChanged);
+    assert!(plan.changes[0].risky);
+}
