@@ -370,12 +370,7 @@ impl Differ {
             );
         }
 
-        let removed: Vec<&str> = a
-            .paths
-            .iter()
-            .filter(|p| !b.paths.contains(p))
-            .map(String::as_str)
-            .collect();
+        let removed = missing_from(&a.paths, &b.paths);
         let lost: Vec<&str> = removed
             .iter()
             .copied()
@@ -407,12 +402,7 @@ impl Differ {
                 ),
             );
         }
-        let added: Vec<&str> = b
-            .paths
-            .iter()
-            .filter(|p| !a.paths.contains(p))
-            .map(String::as_str)
-            .collect();
+        let added = missing_from(&b.paths, &a.paths);
         if !added.is_empty() {
             self.push(
                 host,
@@ -535,18 +525,8 @@ impl Differ {
         a: &Assignment,
         b: &Assignment,
     ) {
-        let added: Vec<&str> = b
-            .exclude
-            .iter()
-            .filter(|p| !a.exclude.contains(p))
-            .map(String::as_str)
-            .collect();
-        let removed: Vec<&str> = a
-            .exclude
-            .iter()
-            .filter(|p| !b.exclude.contains(p))
-            .map(String::as_str)
-            .collect();
+        let added = missing_from(&b.exclude, &a.exclude);
+        let removed = missing_from(&a.exclude, &b.exclude);
         if !added.is_empty() {
             self.push(
                 host,
@@ -568,12 +548,7 @@ impl Differ {
                 format!("exclude patterns removed: {}", quote_list(&removed)),
             );
         }
-        let added_if: Vec<&str> = b
-            .exclude_if_present
-            .iter()
-            .filter(|p| !a.exclude_if_present.contains(p))
-            .map(String::as_str)
-            .collect();
+        let added_if = missing_from(&b.exclude_if_present, &a.exclude_if_present);
         if !added_if.is_empty() {
             self.push(
                 host,
@@ -846,6 +821,15 @@ fn policy_list(placed: &[Placement]) -> String {
         .map(|p| format!("`{}`", p.policy.name))
         .collect();
     format!("runs {}", names.join(", "))
+}
+
+/// The items of `items` that `other` does not have, in order.
+fn missing_from<'a>(items: &'a [String], other: &[String]) -> Vec<&'a str> {
+    items
+        .iter()
+        .filter(|item| !other.contains(item))
+        .map(String::as_str)
+        .collect()
 }
 
 fn quote_list<S: AsRef<str>>(items: &[S]) -> String {
