@@ -616,3 +616,65 @@ fn two_hosts_with_one_agent_key_are_an_error() {
         "hosts/web-2.toml:1:13: error: agent-key is also the key of host `web-1`",
     );
 }
+
+#[test]
+fn a_finding_on_a_very_long_line_is_reported_without_a_crash() {
+    let long = "x".repeat(70_000);
+    let dir = minimal_with(&[(
+        "hosts/web-1.toml",
+        &format!("description = \"{long}\"; paused = 1\n"),
+    )]);
+    let (code, output) = validate(dir.path());
+    assert_eq!(code, 1, "{output}");
+    assert!(
+        output.contains("hosts/web-1.toml:1:70017: error:"),
+        "{}",
+        &output[..output.len().min(2000)]
+    );
+    assert!(output.contains("(the line is too long to show)"));
+    assert!(output.len() < 10_000, "the long line is not echoed");
+
+    // A warning on a long line of a valid config must not crash either.
+    let dir = minimal_with(&[(
+        "policies/system.toml",
+        &format!(
+            "hosts = {{ names = [\"web-1\"] }}\nrepository = \"local\"\npaths = [\"/etc\"]\n\
+             schedule = {{ cron = \"0 2 * * *\" }}\nretention = {{ keep-daily = 7 }}\n\
+             hooks = {{ before = [[\"{long}\"], [\"a b\"]] }}\n"
+        ),
+    )]);
+    let (code, output) = validate(dir.path());
+    assert_eq!(code, 0, "{}", &output[..output.len().min(2000)]);
+}
+
+#[test]
+fn control_characters_in_files_and_values_are_not_echoed() {
+    // Raw in the file: TOML refuses it, and the snippet shows it as `?`.
+    let dir = minimal_with(&[("hosts/web-1.toml", "description = \"a\u{1b}[2Jb\"\n")]);
+    let (code, output) = validate(dir.path());
+    assert_eq!(code, 1, "{output}");
+    assert!(!output.contains('\u{1b}'), "{output}");
+    assert!(output.contains("description = \"a?[2Jb\""), "{output}");
+
+    // Escaped in TOML, so it reaches a value: messages show it as `?`, and values that reach
+    // restic or a plan refuse it.
+    let dir = minimal_with(&[(
+        "policies/system.toml",
+        "hosts = { names = [\"web-1\"] }\nrepository = \"loc\\u001b[2Jal\"\npaths = [\"/etc\"]\n\
+         schedule = { cron = \"0 2 * * *\" }\nretention = { keep-daily = 7 }\n\
+         exclude = [\"*.tmp\\n\\n#### Other changes\"]\n",
+    )]);
+    let (code, output) = validate(dir.path());
+    assert_eq!(code, 1, "{output}");
+    assert!(!output.contains('\u{1b}'), "{output}");
+    assert!(
+        output.contains("unknown repository `loc?[2Jal`"),
+        "{output}"
+    );
+    assert!(
+        output.contains(
+            "policies/system.toml:6:12: error: exclude pattern contains a control character"
+        ),
+        "{output}"
+    );
+}

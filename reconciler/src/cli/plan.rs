@@ -99,9 +99,13 @@ fn load_valid(args: &Args, rev: &str, which: &str) -> anyhow::Result<Config> {
         );
         let errors = loaded.diagnostics.errors().count();
         anyhow::bail!(
-            "the {which} revision `{rev}` does not validate ({errors} error{} above); fix it \
-             before planning",
-            if errors == 1 { "" } else { "s" }
+            "the {which} revision `{rev}` does not validate ({errors} error{} above); {}",
+            if errors == 1 { "" } else { "s" },
+            if which == "base" {
+                "plan compares two valid revisions, so pass a valid one with --base"
+            } else {
+                "fix them, then plan again"
+            }
         )
     }
 }

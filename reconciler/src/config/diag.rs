@@ -78,6 +78,26 @@ impl Diagnostics {
     pub fn add_source(&mut self, path: &str, text: Arc<str>) {
         if !self.by_path.contains_key(path) {
             self.by_path.insert(path.to_owned(), self.files.len());
+            // Only ASCII controls are replaced, one byte for one, so spans stay valid; the
+            // rarer C1 controls are left to the line-length and terminal handling.
+            let text = if text
+                .bytes()
+                .any(|b| (b < 0x20 && !matches!(b, b'\n' | b'\t' | b'\r')) || b == 0x7f)
+            {
+                let cleaned: String = text
+                    .chars()
+                    .map(|c| {
+                        if c.is_ascii_control() && !matches!(c, '\n' | '\t' | '\r') {
+                            '?'
+                        } else {
+                            c
+                        }
+                    })
+                    .collect();
+                Arc::from(cleaned)
+            } else {
+                text
+            };
             self.files.push(SourceFile {
                 path: path.to_owned(),
                 text,
@@ -153,18 +173,19 @@ impl Diagnostics {
     ) {
         // A message is one line of `file:line:col: severity: message`; causes from other
         // libraries sometimes carry newlines.
-        let message = if message.contains('\n') {
+        let message = printable(&if message.contains('\n') {
             one_line(&message)
         } else {
             message
-        };
+        });
+        let help = help.map(|h| printable(&one_line(&h)));
         let position = file.zip(span.as_ref()).and_then(|(file, span)| {
             let source = self.source(file)?;
             Some(line_col(&source.text, span.start))
         });
         self.items.push(Diagnostic {
             severity,
-            file: file.map(str::to_owned),
+            file: file.map(printable),
             line: position.map(|(l, _)| l),
             column: position.map(|(_, c)| c),
             span,
@@ -224,7 +245,7 @@ impl Diagnostics {
             out.push('\n');
             let source = item.file.as_deref().and_then(|path| self.source(path));
             match (source, &item.span) {
-                (Some(source), Some(span)) => {
+                (Some(source), Some(span)) if !too_wide(&source.text, span) => {
                     let report = SnippetReport {
                         message: item.message.clone(),
                         help: item.help.clone(),
@@ -237,6 +258,12 @@ impl Diagnostics {
                         out.push_str(&rendered);
                     }
                 }
+                (Some(_), Some(_)) => {
+                    let _ = writeln!(out, "  (the line is too long to show)");
+                    if let Some(help) = &item.help {
+                        let _ = writeln!(out, "  help: {help}");
+                    }
+                }
                 _ => {
                     if let Some(help) = &item.help {
                         let _ = writeln!(out, "  help: {help}");
@@ -247,6 +274,41 @@ impl Diagnostics {
         }
         out
     }
+}
+
+/// The widest line shown in a snippet. Longer lines (a config file may hold a megabyte on
+/// one line) are not printed, and miette cannot render columns past 65,535 anyway.
+const MAX_SNIPPET_LINE: usize = 400;
+
+/// Whether a line around `span` is too long to show.
+fn too_wide(text: &str, span: &Range<usize>) -> bool {
+    let start = text.get(..span.start.min(text.len())).map_or(0, |before| {
+        // One line of context above the span.
+        let mut lines = before.rmatch_indices('\n');
+        lines.nth(1).map_or(0, |(i, _)| i + 1)
+    });
+    let end = span.end.min(text.len());
+    let end = text
+        .get(end..)
+        .and_then(|after| after.match_indices('\n').nth(1))
+        .map_or(text.len(), |(i, _)| end + i);
+    text.get(start..end)
+        .is_none_or(|window| window.split('\n').any(|line| line.len() > MAX_SNIPPET_LINE))
+}
+
+/// Replaces control characters, which could move the cursor or forge output lines on a
+/// terminal or in a CI log, by `?`. Byte lengths of ASCII controls are kept, so spans stay
+/// valid in file text cleaned this way.
+fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_control() && !matches!(c, '\n' | '\t' | '\r') {
+                '?'
+            } else {
+                c
+            }
+        })
+        .collect()
 }
 
 /// Joins the lines of a message into one.

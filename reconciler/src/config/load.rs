@@ -356,7 +356,34 @@ pub fn explain_toml_error(message: &str) -> (String, Option<String>) {
             None,
         );
     }
-    (message.replace("field", "key"), None)
+    (plain_types(&message.replace("field", "key")), None)
+}
+
+/// serde names Rust types in its messages (`expected struct RawSchedule`, `expected u32`);
+/// say what they are in TOML instead.
+fn plain_types(message: &str) -> String {
+    let mut out = message.to_owned();
+    for (rust, toml) in [
+        ("expected struct Raw", "expected a table (Raw"),
+        (
+            "expected u32",
+            "expected a whole number from 0 to 4294967295",
+        ),
+        ("expected a sequence", "expected an array"),
+        ("expected a map", "expected a table"),
+        ("invalid type: map", "invalid type: table"),
+        ("invalid type: sequence", "invalid type: array"),
+    ] {
+        out = out.replace(rust, toml);
+    }
+    // `expected a table (RawSchedule` -> `expected a table`: drop the type name.
+    if let Some(start) = out.find("(Raw") {
+        let end = out[start..]
+            .find(|c: char| !c.is_alphanumeric() && c != '(')
+            .map_or(out.len(), |i| start + i);
+        out.replace_range(start - 1..end, "");
+    }
+    out
 }
 
 /// The candidate closest to `word`, if it is close enough to be a likely typo.
@@ -664,6 +691,18 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn rust_type_names_become_toml_words() {
+        let (message, _) =
+            explain_toml_error("invalid type: string \"x\", expected struct RawSchedule");
+        assert_eq!(message, "invalid type: string \"x\", expected a table");
+        let (message, _) = explain_toml_error("invalid type: map, expected u32");
+        assert_eq!(
+            message,
+            "invalid type: table, expected a whole number from 0 to 4294967295"
+        );
     }
 
     #[test]

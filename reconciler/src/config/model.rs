@@ -52,7 +52,7 @@ impl AgentKey {
 
         let Some(encoded) = text.strip_prefix(Self::PREFIX) else {
             return Err(format!(
-                "agent-key must start with `{}` (as printed by `restic-manager-agent keygen`)",
+                "agent-key must start with `{}`, followed by the agent's public key in base64",
                 Self::PREFIX
             ));
         };
@@ -62,8 +62,12 @@ impl AgentKey {
         let bytes: [u8; 32] = bytes.try_into().map_err(|b: Vec<u8>| {
             format!("agent-key must be 32 bytes, this one is {} bytes", b.len())
         })?;
-        ed25519_dalek::VerifyingKey::from_bytes(&bytes)
+        let key = ed25519_dalek::VerifyingKey::from_bytes(&bytes)
             .map_err(|_| "agent-key is not a valid ed25519 public key".to_owned())?;
+        // A weak key (of small order) lets anyone forge signatures that verify against it.
+        if key.is_weak() {
+            return Err("agent-key is a weak ed25519 key that anyone could sign for".to_owned());
+        }
         Ok(Self(bytes))
     }
 }

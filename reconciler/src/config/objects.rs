@@ -338,8 +338,9 @@ pub fn host(cx: &mut Cx<'_>, file: &str, name: &str, raw: &RawHost) -> Checked<H
     };
     for (key, value) in &raw.labels {
         if !valid_label(key) {
+            // The key has no span of its own; its value sits on the same line.
             o.error(
-                None,
+                Some(value.span()),
                 format!(
                     "label name `{key}` is not valid: use letters, digits, `-`, `_`, `.` and \
                      `/`, starting with a letter or digit"
@@ -608,6 +609,11 @@ fn non_empty_strings(o: &mut Object<'_, '_>, raw: &[Spanned<String>], what: &str
     for item in raw {
         if item.get_ref().trim().is_empty() {
             o.error(Some(item.span()), format!("{what} is empty"));
+        } else if item.get_ref().chars().any(char::is_control) {
+            o.error(
+                Some(item.span()),
+                format!("{what} contains a control character"),
+            );
         } else {
             out.push(item.get_ref().clone());
         }
@@ -619,7 +625,10 @@ fn tags(o: &mut Object<'_, '_>, raw: &[Spanned<String>]) -> Vec<String> {
     let mut out = Vec::new();
     for tag in raw {
         let text = tag.get_ref();
-        if text.is_empty() || text.contains(',') || text.chars().any(char::is_whitespace) {
+        if text.is_empty()
+            || text.contains(',')
+            || text.chars().any(|c| c.is_whitespace() || c.is_control())
+        {
             o.error(
                 Some(tag.span()),
                 format!("tag `{text}` is not valid: tags are non-empty, without `,` or spaces"),

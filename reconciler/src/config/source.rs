@@ -76,6 +76,15 @@ pub fn read_dir(root: &Path) -> Result<ConfigFiles, SourceError> {
             ));
             continue;
         }
+        if dir.join(".git").exists() {
+            // A checked-out submodule: git reads it as a commit entry, not as files of this
+            // repository, so the directory and a revision would disagree.
+            found.refused.push((
+                kind.to_owned(),
+                "is a git submodule, not a directory of this repository".to_owned(),
+            ));
+            continue;
+        }
         if !dir.is_dir() {
             found
                 .refused
@@ -136,9 +145,19 @@ fn read_entry(
     }
 
     if link_meta.file_type().is_symlink() && !inside(canonical_root, path) {
+        // A target that leaves the repository by its own text is refused as such, whether
+        // or not it exists; one inside that cannot be resolved is broken.
+        let leaves = std::fs::read_link(path)
+            .ok()
+            .and_then(|target| target.to_str().and_then(|target| resolve_link(rel, target)));
+        let why = if leaves.is_some() && path.canonicalize().is_err() {
+            "is a symlink to nothing (its target is missing, or the link loops)"
+        } else {
+            "is a symlink pointing outside the repository; refused"
+        };
         return Some(ConfigFile {
             path: rel.to_owned(),
-            content: Err("is a symlink pointing outside the repository; refused".to_owned()),
+            content: Err(why.to_owned()),
         });
     }
     let content = match std::fs::metadata(path) {

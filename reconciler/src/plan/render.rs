@@ -105,10 +105,27 @@ impl Plan {
             }
             out.push_str(&format!("\n#### {title}\n\n"));
             for change in lines {
-                let summary = change.summary.replace('|', "\\|");
-                out.push_str(&format!("- {}: {summary}\n", subject(change, true)));
+                let line = format!("{}: {}", subject(change, true), change.summary);
+                out.push_str(&format!("- {}\n", markdown_inert(&line)));
             }
         }
         out
     }
+}
+
+/// Makes config values harmless in a pull-request comment: no HTML (a `<!--` would hide the
+/// lines after it), no @-mentions, no line breaks that could start a heading of their own.
+fn markdown_inert(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '@' => out.push_str("&#64;"),
+            '|' => out.push_str("\\|"),
+            c if c.is_control() => out.push(' '),
+            c => out.push(c),
+        }
+    }
+    out
 }

@@ -189,3 +189,16 @@ fn a_hook_timeout_alone_is_not_risky_but_a_new_command_is() {
     assert_eq!(plan.changes[0].kind, ChangeKind::HooksChanged);
     assert!(plan.changes[0].risky);
 }
+
+#[test]
+fn markdown_cannot_be_steered_by_config_values() {
+    let head = POLICY.replace("check = {", "exclude = [\"<!-- @admins\"]\ncheck = {");
+    let plan = diff(&fleet(POLICY), &fleet(&head));
+    let revisions = Revisions {
+        base: "a".to_owned(),
+        head: "b".to_owned(),
+    };
+    let md = plan.render_markdown(&revisions);
+    assert!(!md.contains("<!--"), "{md}");
+    assert!(md.contains("&lt;!-- &#64;admins"), "{md}");
+}
