@@ -678,3 +678,24 @@ fn control_characters_in_files_and_values_are_not_echoed() {
         "{output}"
     );
 }
+
+#[test]
+fn a_query_string_in_a_repository_url_is_a_warning() {
+    let armor = crate::common::sealed_armor("pw");
+    let dir = minimal_with(&[(
+        "repositories/local.toml",
+        &format!(
+            "url = \"rest:https://backup.example.net/fleet?token=abc\"\n\
+             password = {{ sealed = \"\"\"\n{armor}\"\"\" }}\n"
+        ),
+    )]);
+    let (code, output) = validate(dir.path());
+    assert_eq!(code, 0, "{output}");
+    assert!(
+        output.contains(
+            "repositories/local.toml:1:7: warning: the url has a query string, and the url is \
+             printed by show, plan and logs"
+        ),
+        "{output}"
+    );
+}

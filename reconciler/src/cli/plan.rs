@@ -21,7 +21,8 @@ pub struct Args {
     #[arg(long, default_value = ".")]
     pub repo: PathBuf,
     /// The revision before the change. Default: the merge base of --head with the default
-    /// branch (origin/HEAD, else main or master).
+    /// branch: what origin/HEAD names, else the first of origin/main, origin/master, main and
+    /// master that exists.
     #[arg(long)]
     pub base: Option<String>,
     /// The revision after the change.

@@ -10,7 +10,7 @@ use crate::config::effective::{Assignment, HostView, effective};
 /// Flags of `show`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The config repository (a directory; with --rev, a git repository). Default: `.`.
+    /// The config repository (a directory; with --rev, a git repository).
     #[arg(default_value = ".")]
     pub dir: PathBuf,
     /// Show this git revision instead of the files on disk.

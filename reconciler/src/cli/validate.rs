@@ -8,7 +8,7 @@ use crate::config::{self, Loaded};
 /// Flags of `validate`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The config repository (a directory; with --rev, a git repository). Default: `.`.
+    /// The config repository (a directory; with --rev, a git repository).
     #[arg(default_value = ".")]
     pub dir: PathBuf,
     /// Validate this git revision (commit, branch or tag) instead of the files on disk.

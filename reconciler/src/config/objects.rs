@@ -427,7 +427,17 @@ pub fn repository(
 
 fn parse_url(o: &mut Object<'_, '_>, raw: &Spanned<String>) -> Option<RepoUrl> {
     match RepoUrl::parse(raw.get_ref()) {
-        Ok(url) => Some(url),
+        Ok(url) => {
+            // `show`, `plan` and logs print the url; a token in its query would go with it.
+            if url.backend != Backend::Local && url.text.contains('?') {
+                o.warning_help(
+                    Some(raw.span()),
+                    "the url has a query string, and the url is printed by show, plan and logs",
+                    "if the query carries a token or key, move it into a sealed `env` value",
+                );
+            }
+            Some(url)
+        }
         Err(e) => {
             match e.help {
                 Some(help) => o.error_help(Some(raw.span()), e.message, help),
@@ -594,6 +604,12 @@ fn paths(o: &mut Object<'_, '_>, raw: &Spanned<Vec<Spanned<String>>>) -> Vec<Str
         if let Some(message) = problem {
             o.error(Some(path.span()), message);
             continue;
+        }
+        if text.trim() != text {
+            o.warning(
+                Some(path.span()),
+                format!("path `{text}` begins or ends with a space, which restic keeps"),
+            );
         }
         if !seen.insert(text.clone()) {
             o.error(Some(path.span()), format!("path `{text}` is listed twice"));

@@ -252,17 +252,23 @@ impl GroupBy {
             return Ok(out);
         }
         for part in text.split(',').map(str::trim) {
-            match part {
-                "host" => out.host = true,
-                "paths" => out.paths = true,
-                "tags" => out.tags = true,
+            let slot = match part {
+                "host" => &mut out.host,
+                "paths" => &mut out.paths,
+                "tags" => &mut out.tags,
                 _ => {
                     return Err(format!(
                         "invalid group-by `{text}`: use a comma-separated list of `host`, \
                          `paths` and `tags`"
                     ));
                 }
+            };
+            if *slot {
+                return Err(format!(
+                    "invalid group-by `{text}`: `{part}` is listed twice"
+                ));
             }
+            *slot = true;
         }
         Ok(out)
     }
