@@ -19,6 +19,9 @@ use crate::config::model::Sealed;
 /// The first line of age ASCII armor.
 pub const ARMOR_BEGIN: &str = "-----BEGIN AGE ENCRYPTED FILE-----";
 
+/// The last line of age ASCII armor.
+pub const ARMOR_END: &str = "-----END AGE ENCRYPTED FILE-----";
+
 /// Where `keygen` writes the identity when no path is given.
 pub const DEFAULT_IDENTITY_FILE: &str = "./data/identity.txt";
 
@@ -300,21 +303,64 @@ fn lowercase_first(text: &str) -> String {
 }
 
 /// Normalises armor as written in TOML (indented multi-line strings are common) and checks
-/// that it holds a well-formed age header. Does not need the identity.
+/// that all of it is well-formed: the BEGIN line, a base64 body in age's 64-column lines, the
+/// END line with nothing after it, and an age header at the start of the body. Does not need
+/// the identity, so it cannot tell whether the encrypted payload itself is intact.
+///
+/// The error says why, in lowercase, to be shown in parentheses after what was checked.
 pub fn check_sealed(text: &str) -> Result<Sealed, String> {
-    let normalized: String = text
+    let lines: Vec<&str> = text
         .lines()
         .map(str::trim)
         .filter(|l| !l.is_empty())
-        .collect::<Vec<_>>()
-        .join("\n")
-        + "\n";
-    if !normalized.starts_with(ARMOR_BEGIN) {
+        .collect();
+    let normalized = lines.join("\n") + "\n";
+    if lines.first() != Some(&ARMOR_BEGIN) {
         return Err(format!("it does not start with `{ARMOR_BEGIN}`"));
     }
-    let reader = age::armor::ArmoredReader::new(normalized.as_bytes());
-    age::Decryptor::new(reader).map_err(|e| e.to_string())?;
+
+    // Checked before decoding: age reports a missing END line as a badly wrapped line, which
+    // would send the reader looking in the wrong place.
+    match lines.iter().position(|l| *l == ARMOR_END) {
+        None => return Err(format!("the END line `{ARMOR_END}` is missing")),
+        Some(end) if end + 1 < lines.len() => {
+            return Err("there is text after the END line".to_owned());
+        }
+        Some(_) => {}
+    }
+
+    // Decode the whole body, not only the header, so that a damaged line anywhere is found.
+    let mut body = Vec::new();
+    age::armor::ArmoredReader::new(normalized.as_bytes())
+        .read_to_end(&mut body)
+        .map_err(|e| armor_error(&e))?;
+    if body.is_empty() {
+        return Err("the armor body is empty".to_owned());
+    }
+    age::Decryptor::new(body.as_slice()).map_err(|e| {
+        format!(
+            "the age header is damaged: {}",
+            lowercase_first(&e.to_string())
+        )
+    })?;
     Ok(Sealed(normalized))
+}
+
+/// Why age's armor reader refused normalised armor, in our words.
+fn armor_error(error: &std::io::Error) -> String {
+    use age::armor::ArmoredReadError as E;
+
+    match error.get_ref().and_then(|e| e.downcast_ref::<E>()) {
+        Some(E::Base64(_) | E::InvalidUtf8) => "the armor body is not valid base64".to_owned(),
+        Some(E::MissingPadding | E::NotWrappedAt64Chars | E::ShortLineInMiddle) => {
+            "the armor body is not in the 64-character lines age writes: a character or a \
+             line was probably lost, added or joined while copying"
+                .to_owned()
+        }
+        Some(E::LineContainsCr) => "a line of the armor contains a carriage return".to_owned(),
+        Some(E::TrailingGarbage) => "there is text after the END line".to_owned(),
+        _ => lowercase_first(&error.to_string()),
+    }
 }
 
 /// Whitespace in a secret that is probably not part of it.
@@ -544,6 +590,73 @@ mod tests {
             open(&identity, &sealed).expect("opens").expose_secret(),
             b"secret"
         );
+    }
+
+    /// Armor for a throwaway recipient, split into its lines.
+    fn armor_lines() -> Vec<String> {
+        let armor = seal(&[Identity::generate().to_public()], b"secret").expect("seal");
+        armor.lines().map(str::to_owned).collect()
+    }
+
+    #[test]
+    fn armor_without_its_end_line_is_refused() {
+        let mut lines = armor_lines();
+        lines.pop();
+        assert_eq!(
+            check_sealed(&lines.join("\n")).expect_err("truncated"),
+            "the END line `-----END AGE ENCRYPTED FILE-----` is missing"
+        );
+    }
+
+    #[test]
+    fn text_after_the_end_line_is_refused() {
+        let armor = armor_lines().join("\n") + "\nleft over\n";
+        assert_eq!(
+            check_sealed(&armor).expect_err("junk"),
+            "there is text after the END line"
+        );
+
+        // Blank lines and indentation after it are only layout.
+        let spaced = armor_lines().join("\n") + "\n\n   \n";
+        check_sealed(&spaced).expect("blank lines are fine");
+    }
+
+    #[test]
+    fn a_body_that_is_not_base64_is_refused() {
+        let mut lines = armor_lines();
+        lines[1].replace_range(10..11, "!");
+        assert_eq!(
+            check_sealed(&lines.join("\n")).expect_err("not base64"),
+            "the armor body is not valid base64"
+        );
+    }
+
+    #[test]
+    fn a_body_line_with_a_lost_character_is_refused() {
+        let mut lines = armor_lines();
+        lines[2].remove(5);
+        assert_eq!(
+            check_sealed(&lines.join("\n")).expect_err("short line"),
+            "the armor body is not in the 64-character lines age writes: a character or a line \
+             was probably lost, added or joined while copying"
+        );
+    }
+
+    #[test]
+    fn an_empty_body_is_refused() {
+        let armor = format!("{ARMOR_BEGIN}\n{ARMOR_END}\n");
+        assert_eq!(
+            check_sealed(&armor).expect_err("empty"),
+            "the armor body is empty"
+        );
+    }
+
+    #[test]
+    fn a_body_that_is_not_an_age_file_is_refused() {
+        // Well-formed armor around "hello world!": the armor is fine, the header is not.
+        let armor = format!("{ARMOR_BEGIN}\naGVsbG8gd29ybGQh\n{ARMOR_END}\n");
+        let err = check_sealed(&armor).expect_err("no header");
+        assert!(err.starts_with("the age header is damaged: "), "{err}");
     }
 
     #[test]

@@ -367,6 +367,40 @@ fn garbage_in_sealed_is_an_error_naming_the_file() {
 }
 
 #[test]
+fn truncated_or_extended_armor_fails_validate_without_the_identity() {
+    let armor = crate::common::sealed_armor("pw");
+    let without_end = armor
+        .strip_suffix("-----END AGE ENCRYPTED FILE-----\n")
+        .expect("armor ends with its END line");
+    for (armor, why) in [
+        (
+            without_end.to_owned(),
+            "the END line `-----END AGE ENCRYPTED FILE-----` is missing",
+        ),
+        (
+            format!("{armor}pasted twice\n"),
+            "there is text after the END line",
+        ),
+    ] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        fleet(
+            dir.path(),
+            &format!("{{ sealed = \"\"\"\n{armor}\"\"\" }}\n"),
+        );
+
+        let out = run(restic_manager().arg("validate").arg(dir.path()));
+        assert_eq!(out.code, 1, "{why}: {}", out.stderr);
+        assert!(
+            out.stderr.starts_with(&format!(
+                "{PASSWORD_AT}: error: password: the sealed value is not age armor ({why})\n"
+            )),
+            "{}",
+            out.stderr
+        );
+    }
+}
+
+#[test]
 fn validate_with_an_unreadable_identity_is_a_usage_error() {
     let dir = tempfile::tempdir().expect("tempdir");
     let missing = dir.path().join("missing.txt");
