@@ -4,7 +4,10 @@
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    #[allow(clippy::print_stderr, reason = "the only thing this binary does is explain itself")]
+    #[allow(
+        clippy::print_stderr,
+        reason = "the only thing this binary does is explain itself"
+    )]
     {
         eprintln!(
             "restic-manager-agent: the agent is not built yet; only the config tools of \
