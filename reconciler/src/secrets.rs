@@ -416,6 +416,25 @@ impl Whitespace {
     }
 }
 
+/// Whether `secret` holds a NUL byte. No environment variable can carry one (the C strings of
+/// `execve` end at it), so such a secret can never reach restic whole.
+#[must_use]
+pub fn contains_nul(secret: &str) -> bool {
+    secret.contains('\0')
+}
+
+/// Whether `secret` holds a control character (ESC, BEL, DEL, a tab inside, …) other than NUL
+/// and the whitespace [`Whitespace::find`] reports: surrounding whitespace and line breaks.
+/// Such a character is almost never part of a password; a terminal escape sequence copied
+/// with it is the usual cause.
+#[must_use]
+pub fn contains_control(secret: &str) -> bool {
+    secret
+        .trim()
+        .chars()
+        .any(|c| c.is_control() && !matches!(c, '\0' | '\n' | '\r'))
+}
+
 /// The warning for suspicious whitespace in the secret at `what` (`password`, `env NAME`, …).
 fn whitespace_warning(what: &str, found: Whitespace) -> String {
     let looks = found.describe();
@@ -496,12 +515,43 @@ pub fn check_openable(identity_file: &Path, loaded: &mut Loaded) -> anyhow::Resu
             );
             continue;
         }
-        for found in Whitespace::find(text) {
-            let help = format!(
-                "pipe in only the secret, e.g. `printf '%s' \"$SECRET\" | restic-manager seal \
-                 --recipient {recipient}`; seal drops the one newline `echo` adds by itself"
+        if contains_nul(text) {
+            d.error_help(
+                file,
+                span,
+                format!(
+                    "{what}: the secret contains a NUL byte, which cannot be passed to restic \
+                     through the environment"
+                ),
+                "check that only the secret was sealed, and re-seal it without the NUL byte \
+                 with `restic-manager seal`, which refuses one",
             );
-            d.warning_help(file, span.clone(), whitespace_warning(what, found), help);
+            continue;
+        }
+
+        let help = format!(
+            "pipe in only the secret, e.g. `printf '%s' \"$SECRET\" | restic-manager seal \
+             --recipient {recipient}`; seal drops the one newline `echo` adds by itself"
+        );
+        if contains_control(text) {
+            d.warning_help(
+                file,
+                span.clone(),
+                format!(
+                    "{what}: the secret contains a control character, which a password or \
+                     credential almost never has; check that only the secret was sealed and \
+                     re-seal it without the control character"
+                ),
+                help.clone(),
+            );
+        }
+        for found in Whitespace::find(text) {
+            d.warning_help(
+                file,
+                span.clone(),
+                whitespace_warning(what, found),
+                help.clone(),
+            );
         }
     }
 
@@ -775,6 +825,69 @@ mod tests {
                 Whitespace::LineBreak
             ]
         );
+    }
+
+    #[test]
+    fn nul_and_other_control_characters_are_found_apart_from_whitespace() {
+        assert!(contains_nul("a\0b"));
+        assert!(!contains_nul("a\x1bb"));
+
+        assert!(contains_control("a\x1b[0mb"));
+        assert!(contains_control("a\tb"));
+        assert!(contains_control("a\x7f"));
+        assert!(!contains_control("plain"));
+        assert!(!contains_control("a\0b"), "NUL is reported on its own");
+        assert!(
+            !contains_control("\tkey\r\n"),
+            "surrounding whitespace is reported apart"
+        );
+        assert!(!contains_control("a\nb"), "a line break is reported apart");
+    }
+
+    #[test]
+    fn check_openable_refuses_a_nul_and_warns_about_control_characters() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let identity = Identity::generate();
+        let path = identity_file(dir.path(), &identity);
+        let me = [identity.to_public()];
+        let nul = seal(&me, b"s3cr3t\0value").expect("seal");
+        let escape = seal(&me, b"s3cr3t\x1b[0m").expect("seal");
+        let file = "repositories/r.toml";
+        let mut loaded = loaded_with(
+            file,
+            "a\nb\n",
+            vec![
+                sealed_ref(file, 0..1, "password", &nul),
+                sealed_ref(file, 2..3, "env AWS_SECRET_ACCESS_KEY", &escape),
+            ],
+        );
+        check_openable(&path, &mut loaded).expect("identity loads");
+
+        let items: Vec<_> = loaded
+            .diagnostics
+            .items()
+            .iter()
+            .map(|d| (d.severity, d.message.as_str()))
+            .collect();
+        assert_eq!(
+            items,
+            [
+                (
+                    Severity::Error,
+                    "password: the secret contains a NUL byte, which cannot be passed to restic \
+                     through the environment"
+                ),
+                (
+                    Severity::Warning,
+                    "env AWS_SECRET_ACCESS_KEY: the secret contains a control character, which a \
+                     password or credential almost never has; check that only the secret was \
+                     sealed and re-seal it without the control character"
+                ),
+            ]
+        );
+        assert!(loaded.config.is_none(), "a NUL must drop the config");
+        let all = format!("{:?}", loaded.diagnostics.items());
+        assert!(!all.contains("s3cr3t"), "a secret leaked: {all}");
     }
 
     #[test]

@@ -465,6 +465,83 @@ fn seal_refuses_a_secret_that_is_not_utf8() {
 }
 
 #[test]
+fn seal_refuses_a_nul_byte_and_warns_about_other_control_characters() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let identity = dir.path().join("identity.txt");
+    let recipient = keygen(&identity);
+
+    let out = seal(&["-r", &recipient], b"s3cr3t\0tail\n");
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(out.stdout.is_empty(), "{}", out.stdout);
+    assert!(
+        out.stderr.starts_with(
+            "error: the secret on stdin contains a NUL byte, which cannot be passed to restic \
+             through the environment"
+        ),
+        "{}",
+        out.stderr
+    );
+    assert!(!out.stderr.contains("s3cr3t"), "the secret leaked");
+
+    let out = seal(&["-r", &recipient], b"s3cr3t\x1b[0m\n");
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .starts_with("warning: the secret contains a control character (sealed anyway); "),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
+    assert!(!out.stderr.contains("s3cr3t"), "the secret leaked");
+
+    // validate --identity says the same about a value sealed elsewhere, e.g. by age.
+    let repo = dir.path().join("repo");
+    fleet(&repo, &out.stdout);
+    let checked = validate_with(&repo, &identity);
+    assert_eq!(
+        checked.code, 0,
+        "a warning must not invalidate: {}",
+        checked.stderr
+    );
+    assert!(
+        checked.stderr.starts_with(&format!(
+            "{PASSWORD_AT}: warning: password: the secret contains a control character"
+        )),
+        "{}",
+        checked.stderr
+    );
+    assert!(!checked.stderr.contains("s3cr3t"), "the secret leaked");
+}
+
+#[test]
+fn validate_refuses_a_secret_with_a_nul_byte() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let identity = dir.path().join("identity.txt");
+    let recipient = keygen(&identity);
+
+    // seal refuses a NUL, so seal it with age as someone might.
+    let out = run_with_stdin(age_cli().args(["-r", &recipient, "-a"]), b"s3cr3t\0tail");
+    assert_eq!(out.code, 0, "age failed: {}", out.stderr);
+    let repo = dir.path().join("repo");
+    fleet(
+        &repo,
+        &format!("{{ sealed = \"\"\"\n{}\"\"\" }}\n", out.stdout),
+    );
+
+    let checked = validate_with(&repo, &identity);
+    assert_eq!(checked.code, 1, "{}", checked.stderr);
+    assert!(
+        checked.stderr.starts_with(&format!(
+            "{PASSWORD_AT}: error: password: the secret contains a NUL byte, which cannot be \
+             passed to restic through the environment\n"
+        )),
+        "{}",
+        checked.stderr
+    );
+    assert!(!checked.stderr.contains("s3cr3t"), "the secret leaked");
+}
+
+#[test]
 fn seal_without_a_recipient_says_to_pass_one() {
     let out = seal(&[], b"secret\n");
     assert_eq!(out.code, 2, "{}", out.stderr);

@@ -112,6 +112,19 @@ fn seal_stdin(args: &SealArgs) -> anyhow::Result<String> {
              restic-manager seal --recipient age1...`"
         ));
     }
+    if secrets::contains_nul(text) {
+        return Err(anyhow!(
+            "the secret on stdin contains a NUL byte, which cannot be passed to restic through \
+             the environment: check that only the secret was piped in, not a binary file"
+        ));
+    }
+    if secrets::contains_control(text) {
+        print_err(
+            "warning: the secret contains a control character (sealed anyway); a password or \
+             credential almost never has one — check that only the secret was piped in, \
+             without terminal colour codes or other escape sequences\n",
+        );
+    }
     for found in Whitespace::find(text) {
         let consequence = match found {
             Whitespace::LineBreak => {
