@@ -25,6 +25,9 @@ pub const ARMOR_END: &str = "-----END AGE ENCRYPTED FILE-----";
 /// Where `keygen` writes the identity when no path is given.
 pub const DEFAULT_IDENTITY_FILE: &str = "./data/identity.txt";
 
+/// The environment variable that names the identity file when `--identity` is not given.
+pub const IDENTITY_ENV: &str = "RM_IDENTITY";
+
 /// How an X25519 secret key line starts in an identity file.
 const SECRET_KEY_PREFIX: &str = "AGE-SECRET-KEY-1";
 
@@ -97,6 +100,19 @@ pub enum SecretsError {
     WrongRecipient { recipient: String },
     #[error("the sealed value is damaged ({reason})")]
     Damaged { reason: String },
+}
+
+/// The identity file named by the `--identity` flag, or else by `RM_IDENTITY`.
+///
+/// An empty `RM_IDENTITY` counts as unset: CI systems set a variable to the empty string when
+/// the secret behind it is missing, and that should not read as a path.
+#[must_use]
+pub fn identity_path(flag: Option<&Path>) -> Option<PathBuf> {
+    flag.map(Path::to_owned).or_else(|| {
+        std::env::var_os(IDENTITY_ENV)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    })
 }
 
 /// Reads the server's identity: one `AGE-SECRET-KEY-1...` line, with `#` comment lines and

@@ -171,6 +171,40 @@ fn keygen_writes_a_private_identity_and_refuses_to_overwrite_it() {
 }
 
 #[test]
+fn an_empty_rm_identity_counts_as_unset() {
+    // As in CI when the secret behind the variable is missing: not "a value is required".
+    let dir = tempfile::tempdir().expect("tempdir");
+
+    let out = run(restic_manager()
+        .arg("validate")
+        .arg(example_repo())
+        .env("RM_IDENTITY", ""));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stderr.is_empty(), "opened nothing: {}", out.stderr);
+
+    let out = seal(&[], b"secret\n");
+    let empty = run_with_stdin(
+        restic_manager().arg("seal").env("RM_IDENTITY", ""),
+        b"secret\n",
+    );
+    assert_eq!(empty.code, 2, "{}", empty.stderr);
+    assert_eq!(
+        empty.stderr, out.stderr,
+        "the same as with RM_IDENTITY unset"
+    );
+
+    let out = run(restic_manager()
+        .arg("keygen")
+        .env("RM_IDENTITY", "")
+        .current_dir(dir.path()));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        dir.path().join("data/identity.txt").is_file(),
+        "the default path"
+    );
+}
+
+#[test]
 fn a_value_from_seal_passes_validate_with_the_identity() {
     let dir = tempfile::tempdir().expect("tempdir");
     let identity = dir.path().join("identity.txt");
