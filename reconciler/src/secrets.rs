@@ -92,6 +92,13 @@ pub enum SecretsError {
         recipient: String,
         reason: &'static str,
     },
+    /// Carries no text on purpose: the value is a secret key and must not be echoed.
+    #[error(
+        "this is an age secret key, not a recipient; pass the public key (age1…) printed by \
+         `restic-manager keygen` — and treat this secret key as exposed if it was typed where \
+         others can see it"
+    )]
+    SecretKeyAsRecipient,
     #[error("there is no recipient to seal for")]
     NoRecipients,
     #[error("cannot seal the secret: {0}")]
@@ -256,8 +263,19 @@ pub fn write_identity(path: &Path) -> Result<Recipient, SecretsError> {
 }
 
 /// Parses a recipient as given on the command line or in a file (`age1...`).
+///
+/// A secret key given by mistake is refused without repeating it, unlike other bad values.
 pub fn parse_recipient(text: &str) -> Result<Recipient, SecretsError> {
+    // Any secret key type, in any case (Bech32 accepts all-lowercase too).
+    const ANY_SECRET_KEY: &str = "AGE-SECRET-KEY-";
+
     let trimmed = text.trim();
+    let looks_secret = trimmed
+        .get(..ANY_SECRET_KEY.len())
+        .is_some_and(|start| start.eq_ignore_ascii_case(ANY_SECRET_KEY));
+    if looks_secret {
+        return Err(SecretsError::SecretKeyAsRecipient);
+    }
     trimmed
         .parse::<Recipient>()
         .map_err(|reason| SecretsError::BadRecipient {
@@ -764,6 +782,21 @@ mod tests {
         let identity = Identity::generate();
         let text = format!("  {}\n", identity.to_public());
         assert_eq!(parse_recipient(&text).expect("valid"), identity.to_public());
+    }
+
+    #[test]
+    fn a_secret_key_given_as_recipient_is_not_repeated() {
+        let identity = Identity::generate();
+        let key = identity.to_string().expose_secret().to_owned();
+        for text in [key.clone(), key.to_lowercase(), format!(" {key}\n")] {
+            let err = parse_recipient(&text).expect_err("a secret key");
+            assert!(matches!(err, SecretsError::SecretKeyAsRecipient), "{err}");
+            let shown = err.to_string();
+            assert!(
+                !shown.to_lowercase().contains(&key.to_lowercase()[16..]),
+                "the key leaked: {shown}"
+            );
+        }
     }
 
     #[test]

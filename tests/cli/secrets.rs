@@ -466,6 +466,30 @@ fn seal_names_a_bad_recipient() {
 }
 
 #[test]
+fn seal_never_echoes_a_secret_key_given_as_recipient() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let identity = dir.path().join("identity.txt");
+    keygen(&identity);
+    let text = std::fs::read_to_string(&identity).expect("read");
+    let key = text
+        .lines()
+        .find(|l| l.starts_with("AGE-SECRET-KEY-1"))
+        .expect("a secret key line");
+
+    let out = seal(&["--recipient", key], b"x");
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(out.stdout.is_empty(), "{}", out.stdout);
+    assert_eq!(
+        out.stderr,
+        "error: --recipient: this is an age secret key, not a recipient; pass the public key \
+         (age1…) printed by `restic-manager keygen` — and treat this secret key as exposed if it \
+         was typed where others can see it\n"
+    );
+    let body = &key["AGE-SECRET-KEY-1".len()..];
+    assert!(!out.stderr.contains(body), "the key leaked");
+}
+
+#[test]
 fn seal_refuses_an_empty_secret() {
     let dir = tempfile::tempdir().expect("tempdir");
     let recipient = keygen(&dir.path().join("identity.txt"));
