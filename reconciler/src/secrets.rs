@@ -19,8 +19,14 @@ use crate::config::model::Sealed;
 /// The first line of age ASCII armor.
 pub const ARMOR_BEGIN: &str = "-----BEGIN AGE ENCRYPTED FILE-----";
 
+/// The last line of age ASCII armor.
+pub const ARMOR_END: &str = "-----END AGE ENCRYPTED FILE-----";
+
 /// Where `keygen` writes the identity when no path is given.
 pub const DEFAULT_IDENTITY_FILE: &str = "./data/identity.txt";
+
+/// The environment variable that names the identity file when `--identity` is not given.
+pub const IDENTITY_ENV: &str = "RM_IDENTITY";
 
 /// How an X25519 secret key line starts in an identity file.
 const SECRET_KEY_PREFIX: &str = "AGE-SECRET-KEY-1";
@@ -86,6 +92,13 @@ pub enum SecretsError {
         recipient: String,
         reason: &'static str,
     },
+    /// Carries no text on purpose: the value is a secret key and must not be echoed.
+    #[error(
+        "this is an age secret key, not a recipient; pass the public key (age1…) printed by \
+         `restic-manager keygen` — and treat this secret key as exposed if it was typed where \
+         others can see it"
+    )]
+    SecretKeyAsRecipient,
     #[error("there is no recipient to seal for")]
     NoRecipients,
     #[error("cannot seal the secret: {0}")]
@@ -94,6 +107,19 @@ pub enum SecretsError {
     WrongRecipient { recipient: String },
     #[error("the sealed value is damaged ({reason})")]
     Damaged { reason: String },
+}
+
+/// The identity file named by the `--identity` flag, or else by `RM_IDENTITY`.
+///
+/// An empty `RM_IDENTITY` counts as unset: CI systems set a variable to the empty string when
+/// the secret behind it is missing, and that should not read as a path.
+#[must_use]
+pub fn identity_path(flag: Option<&Path>) -> Option<PathBuf> {
+    flag.map(Path::to_owned).or_else(|| {
+        std::env::var_os(IDENTITY_ENV)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    })
 }
 
 /// Reads the server's identity: one `AGE-SECRET-KEY-1...` line, with `#` comment lines and
@@ -237,8 +263,19 @@ pub fn write_identity(path: &Path) -> Result<Recipient, SecretsError> {
 }
 
 /// Parses a recipient as given on the command line or in a file (`age1...`).
+///
+/// A secret key given by mistake is refused without repeating it, unlike other bad values.
 pub fn parse_recipient(text: &str) -> Result<Recipient, SecretsError> {
+    // Any secret key type, in any case (Bech32 accepts all-lowercase too).
+    const ANY_SECRET_KEY: &str = "AGE-SECRET-KEY-";
+
     let trimmed = text.trim();
+    let looks_secret = trimmed
+        .get(..ANY_SECRET_KEY.len())
+        .is_some_and(|start| start.eq_ignore_ascii_case(ANY_SECRET_KEY));
+    if looks_secret {
+        return Err(SecretsError::SecretKeyAsRecipient);
+    }
     trimmed
         .parse::<Recipient>()
         .map_err(|reason| SecretsError::BadRecipient {
@@ -300,21 +337,64 @@ fn lowercase_first(text: &str) -> String {
 }
 
 /// Normalises armor as written in TOML (indented multi-line strings are common) and checks
-/// that it holds a well-formed age header. Does not need the identity.
+/// that all of it is well-formed: the BEGIN line, a base64 body in age's 64-column lines, the
+/// END line with nothing after it, and an age header at the start of the body. Does not need
+/// the identity, so it cannot tell whether the encrypted payload itself is intact.
+///
+/// The error says why, in lowercase, to be shown in parentheses after what was checked.
 pub fn check_sealed(text: &str) -> Result<Sealed, String> {
-    let normalized: String = text
+    let lines: Vec<&str> = text
         .lines()
         .map(str::trim)
         .filter(|l| !l.is_empty())
-        .collect::<Vec<_>>()
-        .join("\n")
-        + "\n";
-    if !normalized.starts_with(ARMOR_BEGIN) {
+        .collect();
+    let normalized = lines.join("\n") + "\n";
+    if lines.first() != Some(&ARMOR_BEGIN) {
         return Err(format!("it does not start with `{ARMOR_BEGIN}`"));
     }
-    let reader = age::armor::ArmoredReader::new(normalized.as_bytes());
-    age::Decryptor::new(reader).map_err(|e| e.to_string())?;
+
+    // Checked before decoding: age reports a missing END line as a badly wrapped line, which
+    // would send the reader looking in the wrong place.
+    match lines.iter().position(|l| *l == ARMOR_END) {
+        None => return Err(format!("the END line `{ARMOR_END}` is missing")),
+        Some(end) if end + 1 < lines.len() => {
+            return Err("there is text after the END line".to_owned());
+        }
+        Some(_) => {}
+    }
+
+    // Decode the whole body, not only the header, so that a damaged line anywhere is found.
+    let mut body = Vec::new();
+    age::armor::ArmoredReader::new(normalized.as_bytes())
+        .read_to_end(&mut body)
+        .map_err(|e| armor_error(&e))?;
+    if body.is_empty() {
+        return Err("the armor body is empty".to_owned());
+    }
+    age::Decryptor::new(body.as_slice()).map_err(|e| {
+        format!(
+            "the age header is damaged: {}",
+            lowercase_first(&e.to_string())
+        )
+    })?;
     Ok(Sealed(normalized))
+}
+
+/// Why age's armor reader refused normalised armor, in our words.
+fn armor_error(error: &std::io::Error) -> String {
+    use age::armor::ArmoredReadError as E;
+
+    match error.get_ref().and_then(|e| e.downcast_ref::<E>()) {
+        Some(E::Base64(_) | E::InvalidUtf8) => "the armor body is not valid base64".to_owned(),
+        Some(E::MissingPadding | E::NotWrappedAt64Chars | E::ShortLineInMiddle) => {
+            "the armor body is not in the 64-character lines age writes: a character or a \
+             line was probably lost, added or joined while copying"
+                .to_owned()
+        }
+        Some(E::LineContainsCr) => "a line of the armor contains a carriage return".to_owned(),
+        Some(E::TrailingGarbage) => "there is text after the END line".to_owned(),
+        _ => lowercase_first(&error.to_string()),
+    }
 }
 
 /// Whitespace in a secret that is probably not part of it.
@@ -368,6 +448,25 @@ impl Whitespace {
             Self::LineBreak => "the line break",
         }
     }
+}
+
+/// Whether `secret` holds a NUL byte. No environment variable can carry one (the C strings of
+/// `execve` end at it), so such a secret can never reach restic whole.
+#[must_use]
+pub fn contains_nul(secret: &str) -> bool {
+    secret.contains('\0')
+}
+
+/// Whether `secret` holds a control character (ESC, BEL, DEL, a tab inside, …) other than NUL
+/// and the whitespace [`Whitespace::find`] reports: surrounding whitespace and line breaks.
+/// Such a character is almost never part of a password; a terminal escape sequence copied
+/// with it is the usual cause.
+#[must_use]
+pub fn contains_control(secret: &str) -> bool {
+    secret
+        .trim()
+        .chars()
+        .any(|c| c.is_control() && !matches!(c, '\0' | '\n' | '\r'))
 }
 
 /// The warning for suspicious whitespace in the secret at `what` (`password`, `env NAME`, …).
@@ -450,12 +549,43 @@ pub fn check_openable(identity_file: &Path, loaded: &mut Loaded) -> anyhow::Resu
             );
             continue;
         }
-        for found in Whitespace::find(text) {
-            let help = format!(
-                "pipe in only the secret, e.g. `printf '%s' \"$SECRET\" | restic-manager seal \
-                 --recipient {recipient}`; seal drops the one newline `echo` adds by itself"
+        if contains_nul(text) {
+            d.error_help(
+                file,
+                span,
+                format!(
+                    "{what}: the secret contains a NUL byte, which cannot be passed to restic \
+                     through the environment"
+                ),
+                "check that only the secret was sealed, and re-seal it without the NUL byte \
+                 with `restic-manager seal`, which refuses one",
             );
-            d.warning_help(file, span.clone(), whitespace_warning(what, found), help);
+            continue;
+        }
+
+        let help = format!(
+            "pipe in only the secret, e.g. `printf '%s' \"$SECRET\" | restic-manager seal \
+             --recipient {recipient}`; seal drops the one newline `echo` adds by itself"
+        );
+        if contains_control(text) {
+            d.warning_help(
+                file,
+                span.clone(),
+                format!(
+                    "{what}: the secret contains a control character, which a password or \
+                     credential almost never has; check that only the secret was sealed and \
+                     re-seal it without the control character"
+                ),
+                help.clone(),
+            );
+        }
+        for found in Whitespace::find(text) {
+            d.warning_help(
+                file,
+                span.clone(),
+                whitespace_warning(what, found),
+                help.clone(),
+            );
         }
     }
 
@@ -546,6 +676,73 @@ mod tests {
         );
     }
 
+    /// Armor for a throwaway recipient, split into its lines.
+    fn armor_lines() -> Vec<String> {
+        let armor = seal(&[Identity::generate().to_public()], b"secret").expect("seal");
+        armor.lines().map(str::to_owned).collect()
+    }
+
+    #[test]
+    fn armor_without_its_end_line_is_refused() {
+        let mut lines = armor_lines();
+        lines.pop();
+        assert_eq!(
+            check_sealed(&lines.join("\n")).expect_err("truncated"),
+            "the END line `-----END AGE ENCRYPTED FILE-----` is missing"
+        );
+    }
+
+    #[test]
+    fn text_after_the_end_line_is_refused() {
+        let armor = armor_lines().join("\n") + "\nleft over\n";
+        assert_eq!(
+            check_sealed(&armor).expect_err("junk"),
+            "there is text after the END line"
+        );
+
+        // Blank lines and indentation after it are only layout.
+        let spaced = armor_lines().join("\n") + "\n\n   \n";
+        check_sealed(&spaced).expect("blank lines are fine");
+    }
+
+    #[test]
+    fn a_body_that_is_not_base64_is_refused() {
+        let mut lines = armor_lines();
+        lines[1].replace_range(10..11, "!");
+        assert_eq!(
+            check_sealed(&lines.join("\n")).expect_err("not base64"),
+            "the armor body is not valid base64"
+        );
+    }
+
+    #[test]
+    fn a_body_line_with_a_lost_character_is_refused() {
+        let mut lines = armor_lines();
+        lines[2].remove(5);
+        assert_eq!(
+            check_sealed(&lines.join("\n")).expect_err("short line"),
+            "the armor body is not in the 64-character lines age writes: a character or a line \
+             was probably lost, added or joined while copying"
+        );
+    }
+
+    #[test]
+    fn an_empty_body_is_refused() {
+        let armor = format!("{ARMOR_BEGIN}\n{ARMOR_END}\n");
+        assert_eq!(
+            check_sealed(&armor).expect_err("empty"),
+            "the armor body is empty"
+        );
+    }
+
+    #[test]
+    fn a_body_that_is_not_an_age_file_is_refused() {
+        // Well-formed armor around "hello world!": the armor is fine, the header is not.
+        let armor = format!("{ARMOR_BEGIN}\naGVsbG8gd29ybGQh\n{ARMOR_END}\n");
+        let err = check_sealed(&armor).expect_err("no header");
+        assert!(err.starts_with("the age header is damaged: "), "{err}");
+    }
+
     #[test]
     fn every_recipient_can_open() {
         let (a, b) = (Identity::generate(), Identity::generate());
@@ -585,6 +782,21 @@ mod tests {
         let identity = Identity::generate();
         let text = format!("  {}\n", identity.to_public());
         assert_eq!(parse_recipient(&text).expect("valid"), identity.to_public());
+    }
+
+    #[test]
+    fn a_secret_key_given_as_recipient_is_not_repeated() {
+        let identity = Identity::generate();
+        let key = identity.to_string().expose_secret().to_owned();
+        for text in [key.clone(), key.to_lowercase(), format!(" {key}\n")] {
+            let err = parse_recipient(&text).expect_err("a secret key");
+            assert!(matches!(err, SecretsError::SecretKeyAsRecipient), "{err}");
+            let shown = err.to_string();
+            assert!(
+                !shown.to_lowercase().contains(&key.to_lowercase()[16..]),
+                "the key leaked: {shown}"
+            );
+        }
     }
 
     #[test]
@@ -662,6 +874,69 @@ mod tests {
                 Whitespace::LineBreak
             ]
         );
+    }
+
+    #[test]
+    fn nul_and_other_control_characters_are_found_apart_from_whitespace() {
+        assert!(contains_nul("a\0b"));
+        assert!(!contains_nul("a\x1bb"));
+
+        assert!(contains_control("a\x1b[0mb"));
+        assert!(contains_control("a\tb"));
+        assert!(contains_control("a\x7f"));
+        assert!(!contains_control("plain"));
+        assert!(!contains_control("a\0b"), "NUL is reported on its own");
+        assert!(
+            !contains_control("\tkey\r\n"),
+            "surrounding whitespace is reported apart"
+        );
+        assert!(!contains_control("a\nb"), "a line break is reported apart");
+    }
+
+    #[test]
+    fn check_openable_refuses_a_nul_and_warns_about_control_characters() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let identity = Identity::generate();
+        let path = identity_file(dir.path(), &identity);
+        let me = [identity.to_public()];
+        let nul = seal(&me, b"s3cr3t\0value").expect("seal");
+        let escape = seal(&me, b"s3cr3t\x1b[0m").expect("seal");
+        let file = "repositories/r.toml";
+        let mut loaded = loaded_with(
+            file,
+            "a\nb\n",
+            vec![
+                sealed_ref(file, 0..1, "password", &nul),
+                sealed_ref(file, 2..3, "env AWS_SECRET_ACCESS_KEY", &escape),
+            ],
+        );
+        check_openable(&path, &mut loaded).expect("identity loads");
+
+        let items: Vec<_> = loaded
+            .diagnostics
+            .items()
+            .iter()
+            .map(|d| (d.severity, d.message.as_str()))
+            .collect();
+        assert_eq!(
+            items,
+            [
+                (
+                    Severity::Error,
+                    "password: the secret contains a NUL byte, which cannot be passed to restic \
+                     through the environment"
+                ),
+                (
+                    Severity::Warning,
+                    "env AWS_SECRET_ACCESS_KEY: the secret contains a control character, which a \
+                     password or credential almost never has; check that only the secret was \
+                     sealed and re-seal it without the control character"
+                ),
+            ]
+        );
+        assert!(loaded.config.is_none(), "a NUL must drop the config");
+        let all = format!("{:?}", loaded.diagnostics.items());
+        assert!(!all.contains("s3cr3t"), "a secret leaked: {all}");
     }
 
     #[test]

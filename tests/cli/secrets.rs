@@ -171,6 +171,40 @@ fn keygen_writes_a_private_identity_and_refuses_to_overwrite_it() {
 }
 
 #[test]
+fn an_empty_rm_identity_counts_as_unset() {
+    // As in CI when the secret behind the variable is missing: not "a value is required".
+    let dir = tempfile::tempdir().expect("tempdir");
+
+    let out = run(restic_manager()
+        .arg("validate")
+        .arg(example_repo())
+        .env("RM_IDENTITY", ""));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stderr.is_empty(), "opened nothing: {}", out.stderr);
+
+    let out = seal(&[], b"secret\n");
+    let empty = run_with_stdin(
+        restic_manager().arg("seal").env("RM_IDENTITY", ""),
+        b"secret\n",
+    );
+    assert_eq!(empty.code, 2, "{}", empty.stderr);
+    assert_eq!(
+        empty.stderr, out.stderr,
+        "the same as with RM_IDENTITY unset"
+    );
+
+    let out = run(restic_manager()
+        .arg("keygen")
+        .env("RM_IDENTITY", "")
+        .current_dir(dir.path()));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        dir.path().join("data/identity.txt").is_file(),
+        "the default path"
+    );
+}
+
+#[test]
 fn a_value_from_seal_passes_validate_with_the_identity() {
     let dir = tempfile::tempdir().expect("tempdir");
     let identity = dir.path().join("identity.txt");
@@ -367,6 +401,40 @@ fn garbage_in_sealed_is_an_error_naming_the_file() {
 }
 
 #[test]
+fn truncated_or_extended_armor_fails_validate_without_the_identity() {
+    let armor = crate::common::sealed_armor("pw");
+    let without_end = armor
+        .strip_suffix("-----END AGE ENCRYPTED FILE-----\n")
+        .expect("armor ends with its END line");
+    for (armor, why) in [
+        (
+            without_end.to_owned(),
+            "the END line `-----END AGE ENCRYPTED FILE-----` is missing",
+        ),
+        (
+            format!("{armor}pasted twice\n"),
+            "there is text after the END line",
+        ),
+    ] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        fleet(
+            dir.path(),
+            &format!("{{ sealed = \"\"\"\n{armor}\"\"\" }}\n"),
+        );
+
+        let out = run(restic_manager().arg("validate").arg(dir.path()));
+        assert_eq!(out.code, 1, "{why}: {}", out.stderr);
+        assert!(
+            out.stderr.starts_with(&format!(
+                "{PASSWORD_AT}: error: password: the sealed value is not age armor ({why})\n"
+            )),
+            "{}",
+            out.stderr
+        );
+    }
+}
+
+#[test]
 fn validate_with_an_unreadable_identity_is_a_usage_error() {
     let dir = tempfile::tempdir().expect("tempdir");
     let missing = dir.path().join("missing.txt");
@@ -395,6 +463,30 @@ fn seal_names_a_bad_recipient() {
         "error: --recipient: `age1notarecipient` is not an age X25519 recipient (invalid Bech32 \
          encoding): expected `age1...` as printed by `restic-manager keygen` or `age-keygen -y`\n"
     );
+}
+
+#[test]
+fn seal_never_echoes_a_secret_key_given_as_recipient() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let identity = dir.path().join("identity.txt");
+    keygen(&identity);
+    let text = std::fs::read_to_string(&identity).expect("read");
+    let key = text
+        .lines()
+        .find(|l| l.starts_with("AGE-SECRET-KEY-1"))
+        .expect("a secret key line");
+
+    let out = seal(&["--recipient", key], b"x");
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(out.stdout.is_empty(), "{}", out.stdout);
+    assert_eq!(
+        out.stderr,
+        "error: --recipient: this is an age secret key, not a recipient; pass the public key \
+         (age1…) printed by `restic-manager keygen` — and treat this secret key as exposed if it \
+         was typed where others can see it\n"
+    );
+    let body = &key["AGE-SECRET-KEY-1".len()..];
+    assert!(!out.stderr.contains(body), "the key leaked");
 }
 
 #[test]
@@ -428,6 +520,83 @@ fn seal_refuses_a_secret_that_is_not_utf8() {
         "{}",
         out.stderr
     );
+}
+
+#[test]
+fn seal_refuses_a_nul_byte_and_warns_about_other_control_characters() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let identity = dir.path().join("identity.txt");
+    let recipient = keygen(&identity);
+
+    let out = seal(&["-r", &recipient], b"s3cr3t\0tail\n");
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(out.stdout.is_empty(), "{}", out.stdout);
+    assert!(
+        out.stderr.starts_with(
+            "error: the secret on stdin contains a NUL byte, which cannot be passed to restic \
+             through the environment"
+        ),
+        "{}",
+        out.stderr
+    );
+    assert!(!out.stderr.contains("s3cr3t"), "the secret leaked");
+
+    let out = seal(&["-r", &recipient], b"s3cr3t\x1b[0m\n");
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .starts_with("warning: the secret contains a control character (sealed anyway); "),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
+    assert!(!out.stderr.contains("s3cr3t"), "the secret leaked");
+
+    // validate --identity says the same about a value sealed elsewhere, e.g. by age.
+    let repo = dir.path().join("repo");
+    fleet(&repo, &out.stdout);
+    let checked = validate_with(&repo, &identity);
+    assert_eq!(
+        checked.code, 0,
+        "a warning must not invalidate: {}",
+        checked.stderr
+    );
+    assert!(
+        checked.stderr.starts_with(&format!(
+            "{PASSWORD_AT}: warning: password: the secret contains a control character"
+        )),
+        "{}",
+        checked.stderr
+    );
+    assert!(!checked.stderr.contains("s3cr3t"), "the secret leaked");
+}
+
+#[test]
+fn validate_refuses_a_secret_with_a_nul_byte() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let identity = dir.path().join("identity.txt");
+    let recipient = keygen(&identity);
+
+    // seal refuses a NUL, so seal it with age as someone might.
+    let out = run_with_stdin(age_cli().args(["-r", &recipient, "-a"]), b"s3cr3t\0tail");
+    assert_eq!(out.code, 0, "age failed: {}", out.stderr);
+    let repo = dir.path().join("repo");
+    fleet(
+        &repo,
+        &format!("{{ sealed = \"\"\"\n{}\"\"\" }}\n", out.stdout),
+    );
+
+    let checked = validate_with(&repo, &identity);
+    assert_eq!(checked.code, 1, "{}", checked.stderr);
+    assert!(
+        checked.stderr.starts_with(&format!(
+            "{PASSWORD_AT}: error: password: the secret contains a NUL byte, which cannot be \
+             passed to restic through the environment\n"
+        )),
+        "{}",
+        checked.stderr
+    );
+    assert!(!checked.stderr.contains("s3cr3t"), "the secret leaked");
 }
 
 #[test]

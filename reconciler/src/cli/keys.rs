@@ -20,14 +20,15 @@ const MAX_SECRET_BYTES: usize = 64 * 1024;
 #[derive(Debug, clap::Args)]
 pub struct KeygenArgs {
     /// Where to write the new identity; the file must not exist yet. Its directory is created
-    /// with mode 0700 when missing.
-    #[arg(
-        long,
-        env = "RM_IDENTITY",
-        value_name = "FILE",
-        default_value = secrets::DEFAULT_IDENTITY_FILE
+    /// with mode 0700 when missing. An empty RM_IDENTITY counts as unset.
+    /// [default: ./data/identity.txt] [env: RM_IDENTITY]
+    // Not clap's `env`: it would treat an empty variable as a missing flag value.
+    #[expect(
+        clippy::doc_markdown,
+        reason = "clap prints this comment as --help, where backticks would show"
     )]
-    pub identity: PathBuf,
+    #[arg(long, value_name = "FILE")]
+    pub identity: Option<PathBuf>,
 }
 
 /// Flags of `seal`.
@@ -37,8 +38,14 @@ pub struct SealArgs {
     /// identities can then open the value. Default: the recipient of --identity.
     #[arg(long = "recipient", short = 'r', value_name = "RECIPIENT")]
     pub recipients: Vec<String>,
-    /// An identity file whose recipient to seal for, when no --recipient is given.
-    #[arg(long, env = "RM_IDENTITY", value_name = "FILE")]
+    /// An identity file whose recipient to seal for, when no --recipient is given. An empty
+    /// RM_IDENTITY counts as unset. [env: RM_IDENTITY]
+    // Not clap's `env`: it would treat an empty variable as a missing flag value.
+    #[expect(
+        clippy::doc_markdown,
+        reason = "clap prints this comment as --help, where backticks would show"
+    )]
+    #[arg(long, value_name = "FILE")]
     pub identity: Option<PathBuf>,
     /// Keep a final newline of the input. By default one trailing `\n` or `\r\n` (what `echo`
     /// and most editors add) is dropped.
@@ -48,7 +55,9 @@ pub struct SealArgs {
 
 /// Runs `keygen`: 0 when the identity was written, 2 otherwise.
 pub fn keygen(args: &KeygenArgs) -> u8 {
-    let recipient = match secrets::write_identity(&args.identity) {
+    let path = secrets::identity_path(args.identity.as_deref())
+        .unwrap_or_else(|| PathBuf::from(secrets::DEFAULT_IDENTITY_FILE));
+    let recipient = match secrets::write_identity(&path) {
         Ok(recipient) => recipient,
         Err(e) => {
             report_error(&e.into());
@@ -61,7 +70,7 @@ pub fn keygen(args: &KeygenArgs) -> u8 {
         "wrote the server's identity to {} (mode 0600): keep it on the server and out of git.\n\
          The recipient printed above is public; commit only values sealed for it with\n  \
          restic-manager seal --recipient {recipient}\n",
-        args.identity.display()
+        path.display()
     ));
     0
 }
@@ -112,6 +121,19 @@ fn seal_stdin(args: &SealArgs) -> anyhow::Result<String> {
              restic-manager seal --recipient age1...`"
         ));
     }
+    if secrets::contains_nul(text) {
+        return Err(anyhow!(
+            "the secret on stdin contains a NUL byte, which cannot be passed to restic through \
+             the environment: check that only the secret was piped in, not a binary file"
+        ));
+    }
+    if secrets::contains_control(text) {
+        print_err(
+            "warning: the secret contains a control character (sealed anyway); a password or \
+             credential almost never has one — check that only the secret was piped in, \
+             without terminal colour codes or other escape sequences\n",
+        );
+    }
     for found in Whitespace::find(text) {
         let consequence = match found {
             Whitespace::LineBreak => {
@@ -143,14 +165,14 @@ fn recipients(args: &SealArgs) -> anyhow::Result<Vec<secrets::Recipient>> {
             .map(|r| secrets::parse_recipient(r).map_err(|e| anyhow!("--recipient: {e}")))
             .collect();
     }
-    let Some(identity) = &args.identity else {
+    let Some(identity) = secrets::identity_path(args.identity.as_deref()) else {
         return Err(anyhow!(
             "no recipient to seal for: pass --recipient age1... (the server's recipient, as \
              printed by `restic-manager keygen`), or --identity FILE (or RM_IDENTITY) to seal for \
              that identity"
         ));
     };
-    Ok(vec![secrets::load_identity(identity)?.to_public()])
+    Ok(vec![secrets::load_identity(&identity)?.to_public()])
 }
 
 /// Reads all of stdin into a buffer that is zeroed when dropped. The buffer is allocated at

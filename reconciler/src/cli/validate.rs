@@ -14,8 +14,14 @@ pub struct Args {
     /// Validate this git revision (commit, branch or tag) instead of the files on disk.
     #[arg(long)]
     pub rev: Option<String>,
-    /// The server's age identity file: also check that every sealed value opens with it.
-    #[arg(long, env = "RM_IDENTITY")]
+    /// The server's age identity file: also check that every sealed value opens with it. An
+    /// empty RM_IDENTITY counts as unset. [env: RM_IDENTITY]
+    // Not clap's `env`: it would treat an empty variable as a missing flag value.
+    #[expect(
+        clippy::doc_markdown,
+        reason = "clap prints this comment as --help, where backticks would show"
+    )]
+    #[arg(long, value_name = "FILE")]
     pub identity: Option<PathBuf>,
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Text)]
@@ -41,8 +47,8 @@ pub fn run(args: &Args) -> u8 {
             return 2;
         }
     };
-    if let Some(identity) = &args.identity
-        && let Err(e) = crate::secrets::check_openable(identity, &mut loaded)
+    if let Some(identity) = crate::secrets::identity_path(args.identity.as_deref())
+        && let Err(e) = crate::secrets::check_openable(&identity, &mut loaded)
     {
         report_error(&e);
         return 2;
