@@ -430,12 +430,11 @@ impl Differ {
         }
 
         if a.schedule != b.schedule {
-            let rarer = self.is_rarer(&a.schedule, &b.schedule);
-            let summary = if rarer {
-                format!("backups run less often: {} → {}", a.schedule, b.schedule)
-            } else {
-                format!("backup schedule: {} → {}", a.schedule, b.schedule)
-            };
+            let (rarer, summary) = self.schedule_change(
+                ("backups run less often", "backup schedule"),
+                &a.schedule,
+                &b.schedule,
+            );
             self.push(host, ChangeKind::ScheduleChanged, rarer, policy, summary);
         }
 
@@ -741,12 +740,11 @@ impl Differ {
             ),
             (Some(x), Some(y)) if x != y => {
                 if x.schedule != y.schedule {
-                    let rarer = self.is_rarer(&x.schedule, &y.schedule);
-                    let summary = if rarer {
-                        format!("check runs less often: {} → {}", x.schedule, y.schedule)
-                    } else {
-                        format!("check schedule: {} → {}", x.schedule, y.schedule)
-                    };
+                    let (rarer, summary) = self.schedule_change(
+                        ("check runs less often", "check schedule"),
+                        &x.schedule,
+                        &y.schedule,
+                    );
                     self.push(host, ChangeKind::CheckChanged, rarer, policy, summary);
                 }
                 if x.read_data_subset != y.read_data_subset {
@@ -774,6 +772,19 @@ impl Differ {
             }
             _ => {}
         }
+    }
+
+    /// Describes a schedule change as `(risky, summary)`: running less often is risky.
+    /// The two words are those for a rarer and for any other change.
+    fn schedule_change(
+        &mut self,
+        (rarer_words, other_words): (&str, &str),
+        old: &Schedule,
+        new: &Schedule,
+    ) -> (bool, String) {
+        let rarer = self.is_rarer(old, new);
+        let words = if rarer { rarer_words } else { other_words };
+        (rarer, format!("{words}: {old} → {new}"))
     }
 
     /// Whether `new` fires less often than `old`. Schedules carry their zone (filled in from
