@@ -78,23 +78,10 @@ impl Diagnostics {
     pub fn add_source(&mut self, path: &str, text: Arc<str>) {
         if !self.by_path.contains_key(path) {
             self.by_path.insert(path.to_owned(), self.files.len());
-            // Only ASCII controls are replaced, one byte for one, so spans stay valid; the
-            // rarer C1 controls are left to the line-length and terminal handling.
-            let text = if text
-                .bytes()
-                .any(|b| (b < 0x20 && !matches!(b, b'\n' | b'\t' | b'\r')) || b == 0x7f)
-            {
-                let cleaned: String = text
-                    .chars()
-                    .map(|c| {
-                        if c.is_ascii_control() && !matches!(c, '\n' | '\t' | '\r') {
-                            '?'
-                        } else {
-                            c
-                        }
-                    })
-                    .collect();
-                Arc::from(cleaned)
+            // Snippets echo the file, so it is cleaned like every other printed text; the
+            // cleaning keeps byte lengths, so spans stay valid.
+            let text = if text.chars().any(is_unsafe_control) {
+                Arc::from(printable(&text))
             } else {
                 text
             };
@@ -297,18 +284,22 @@ fn too_wide(text: &str, span: &Range<usize>) -> bool {
 }
 
 /// Replaces control characters, which could move the cursor or forge output lines on a
-/// terminal or in a CI log, by `?`. Byte lengths of ASCII controls are kept, so spans stay
-/// valid in file text cleaned this way.
+/// terminal or in a CI log, by one `?` per byte, so spans into text cleaned this way stay
+/// valid. Line breaks and tabs are kept.
 fn printable(text: &str) -> String {
-    text.chars()
-        .map(|c| {
-            if c.is_control() && !matches!(c, '\n' | '\t' | '\r') {
-                '?'
-            } else {
-                c
-            }
-        })
-        .collect()
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if is_unsafe_control(c) {
+            out.extend(std::iter::repeat_n('?', c.len_utf8()));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+fn is_unsafe_control(c: char) -> bool {
+    c.is_control() && !matches!(c, '\n' | '\t' | '\r')
 }
 
 /// Joins the lines of a message into one.
@@ -386,6 +377,14 @@ impl miette::Diagnostic for SnippetReport {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn control_characters_are_replaced_byte_for_byte() {
+        let text = "a\u{1b}[2J\u{9b}b\tc\n";
+        let clean = printable(text);
+        assert_eq!(clean, "a?[2J??b\tc\n");
+        assert_eq!(clean.len(), text.len());
+    }
 
     #[test]
     fn line_col_counts_characters_not_bytes() {
