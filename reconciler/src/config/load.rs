@@ -363,8 +363,15 @@ pub fn explain_toml_error(message: &str) -> (String, Option<String>) {
 /// say what they are in TOML instead.
 fn plain_types(message: &str) -> String {
     let mut out = message.to_owned();
+    // `expected struct RawSchedule` -> `expected a table`.
+    if let Some(start) = out.find("expected struct ") {
+        let name = start + "expected struct ".len();
+        let end = out[name..]
+            .find(|c: char| !c.is_alphanumeric())
+            .map_or(out.len(), |i| name + i);
+        out.replace_range(start..end, "expected a table");
+    }
     for (rust, toml) in [
-        ("expected struct Raw", "expected a table (Raw"),
         (
             "expected u32",
             "expected a whole number from 0 to 4294967295",
@@ -375,13 +382,6 @@ fn plain_types(message: &str) -> String {
         ("invalid type: sequence", "invalid type: array"),
     ] {
         out = out.replace(rust, toml);
-    }
-    // `expected a table (RawSchedule` -> `expected a table`: drop the type name.
-    if let Some(start) = out.find("(Raw") {
-        let end = out[start..]
-            .find(|c: char| !c.is_alphanumeric() && c != '(')
-            .map_or(out.len(), |i| start + i);
-        out.replace_range(start - 1..end, "");
     }
     out
 }
