@@ -47,3 +47,21 @@ pub fn config(files: &[(&str, &str)]) -> Config {
         ),
     }
 }
+
+/// The example config repository shipped in `examples/config-repo`, with the demo identity
+/// that opens its sealed values.
+#[must_use]
+pub fn example_config_with_identity() -> (Config, crate::secrets::Identity) {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+    let files = super::source::read_dir(&root.join("config-repo")).expect("examples readable");
+    let loaded = load(&files);
+    let Some(config) = loaded.config else {
+        panic!(
+            "examples/config-repo is invalid:\n{}",
+            loaded.diagnostics.render_text(false)
+        );
+    };
+    let identity = crate::secrets::load_identity(&root.join("demo-identity.txt"))
+        .expect("examples/demo-identity.txt loads");
+    (config, identity)
+}
