@@ -10,3 +10,4 @@ pub mod git;
 pub mod plan;
 pub mod schema;
 pub mod secrets;
+pub mod server;
