@@ -165,14 +165,18 @@ fn warn_if_shared(_path: &Path, _file: &std::fs::File) {}
 /// Checks a webhook request: `header` looks a header up by name (case-insensitively, as HTTP
 /// header maps do), `body` is the raw request body.
 ///
-/// The first present header of `X-Hub-Signature-256`, `X-Gitea-Signature` and
-/// `X-Gitlab-Token` decides the scheme; a request failing it is refused even when it carries
-/// another header too.
+/// The first present header of `X-Gitea-Signature`, `X-Hub-Signature-256` and
+/// `X-Gitlab-Token` decides the scheme (Gitea sends GitHub's header as well, GitHub never
+/// sends Gitea's); a request failing it is refused even when it carries another header too.
 pub fn verify<'h>(
     header: impl Fn(&str) -> Option<&'h [u8]>,
     body: &[u8],
     secret: &WebhookSecret,
 ) -> Result<Provider, WebhookError> {
+    if let Some(value) = header(GITEA_HEADER) {
+        check_mac(GITEA_HEADER, value, body, secret)?;
+        return Ok(Provider::Gitea);
+    }
     if let Some(value) = header(GITHUB_HEADER) {
         let Some(hex) = value.strip_prefix(b"sha256=") else {
             return Err(WebhookError::Malformed {
@@ -182,10 +186,6 @@ pub fn verify<'h>(
         };
         check_mac(GITHUB_HEADER, hex, body, secret)?;
         return Ok(Provider::GitHub);
-    }
-    if let Some(value) = header(GITEA_HEADER) {
-        check_mac(GITEA_HEADER, value, body, secret)?;
-        return Ok(Provider::Gitea);
     }
     if let Some(token) = header(GITLAB_HEADER) {
         // Hashing both sides first makes the comparison take the same time whatever the
@@ -376,21 +376,21 @@ mod tests {
     }
 
     #[test]
-    fn a_failing_github_signature_is_not_rescued_by_another_header() {
+    fn a_gitea_request_with_both_headers_is_gitea_and_a_failing_one_is_not_rescued() {
         let mac = sign("It's a Secret to Everybody", BODY);
+        let github = format!("sha256={mac}");
 
-        let result = check(
-            &[
-                (GITHUB_HEADER, &format!("sha256={}", "0".repeat(64))),
-                (GITEA_HEADER, &mac),
-            ],
+        let both = check(&[(GITHUB_HEADER, &github), (GITEA_HEADER, &mac)], BODY);
+        let failing = check(
+            &[(GITHUB_HEADER, &github), (GITEA_HEADER, &"0".repeat(64))],
             BODY,
         );
 
+        assert_eq!(both, Ok(Provider::Gitea));
         assert_eq!(
-            result,
+            failing,
             Err(WebhookError::WrongSignature {
-                header: GITHUB_HEADER
+                header: GITEA_HEADER
             })
         );
     }
