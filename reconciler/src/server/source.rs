@@ -150,6 +150,11 @@ impl GitSource {
 
     /// Follows `branch` of the repository at `url` (https, http, ssh, `user@host:path` or
     /// file), cloned into `<data_dir>/git/config-repo.git` on the first fetch.
+    ///
+    /// NOTE: https connects within 20 s (gix's reqwest transport); ssh runs the `ssh` binary
+    /// with no time limit of its own, so a hung ssh connection holds the fetch until the
+    /// interrupt flag is set or ssh gives up (set `ServerAliveInterval` in the ssh config).
+    /// Credentials come from the URL or git's credential helpers; nothing can be typed in.
     pub fn remote(url: &str, branch: &str, data_dir: &Path) -> Result<Self, SourceError> {
         let redacted = redact_url(url);
         if let Err(e) = gix::url::parse(url.as_bytes().as_bstr()) {
