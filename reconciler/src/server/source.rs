@@ -154,7 +154,8 @@ impl GitSource {
     /// NOTE: https connects within 20 s (gix's reqwest transport); ssh runs the `ssh` binary
     /// with no time limit of its own, so a hung ssh connection holds the fetch until the
     /// interrupt flag is set or ssh gives up (set `ServerAliveInterval` in the ssh config).
-    /// Credentials come from the URL or git's credential helpers; nothing can be typed in.
+    /// Credentials come from the URL or git's credential helpers; a server without a terminal
+    /// is never prompted for them.
     pub fn remote(url: &str, branch: &str, data_dir: &Path) -> Result<Self, SourceError> {
         let redacted = redact_url(url);
         if let Err(e) = gix::url::parse(url.as_bytes().as_bstr()) {
