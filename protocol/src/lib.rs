@@ -318,8 +318,12 @@ impl fmt::Display for JobKind {
 pub struct JobSpec {
     pub id: JobId,
     pub kind: JobKind,
-    /// The host this job is for; an agent refuses a job for any other host.
+    /// The host this job is for (the stem of its file); an agent refuses a job for any other
+    /// host.
     pub host: String,
+    /// The name restic records for this host's snapshots (`--host`); backups, forgets and
+    /// inventories are scoped to it.
+    pub hostname: String,
     /// The policy that caused the job; every snapshot is tagged `policy:<name>` and forget is
     /// scoped to that tag.
     pub policy: String,
@@ -650,6 +654,7 @@ mod tests {
             id: "j-1".into(),
             kind: JobKind::Backup,
             host: "web-1".into(),
+            hostname: "web-1.example.net".into(),
             policy: "system".into(),
             repository: RepositoryAccess {
                 name: "local".into(),

@@ -48,9 +48,10 @@ pub fn build(
     id: &str,
     key: &AssignmentKey,
 ) -> Result<JobSpec, SpecError> {
-    if !config.hosts.contains_key(&key.host) {
-        return Err(SpecError::UnknownHost(key.host.clone()));
-    }
+    let host = config
+        .hosts
+        .get(&key.host)
+        .ok_or_else(|| SpecError::UnknownHost(key.host.clone()))?;
     let policy = config
         .policies
         .get(&key.policy)
@@ -99,6 +100,7 @@ pub fn build(
         id: id.to_owned(),
         kind: key.kind,
         host: key.host.clone(),
+        hostname: host.hostname.clone(),
         policy: key.policy.clone(),
         repository: RepositoryAccess {
             name: repository.name.clone(),
