@@ -28,14 +28,33 @@ impl fmt::Display for AssignmentKey {
 pub struct AppliedAssignment {
     pub key: AssignmentKey,
     pub repository: String,
-    /// The schedule in a stable text form (`cron "30 1 * * *" in Europe/Berlin, jitter 30m`),
-    /// compared to tell a schedule change from other changes.
+    /// The schedule in a stable text form (``cron `30 1 * * *` (Europe/Berlin), jitter up to
+    /// 30m``), compared to tell a schedule change from other changes.
     pub schedule: String,
     /// A digest of everything else the job carries (paths, excludes, retention, hooks, …), so
-    /// a change to the job's content is seen even when the schedule stays.
-    pub content_digest: String,
-    /// The host is paused: the assignment is kept but nothing runs.
+    /// a change to the job's content is seen even when the schedule stays. Shared by every
+    /// host the policy applies to.
+    pub content_digest: std::sync::Arc<str>,
+}
+
+/// A host as the store keeps it. Whether it is paused lives here, not in its assignments:
+/// pausing a host is one change, not one per assignment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostRecord {
+    pub name: String,
     pub paused: bool,
+    /// The committed `agent-key`, in its text form.
+    pub agent_key: Option<String>,
+}
+
+/// The whole fleet as the server schedules it: what a revision asks for (desired) or what the
+/// store holds (applied). Both sides of a diff have this one shape.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FleetState {
+    pub hosts: std::collections::BTreeMap<String, HostRecord>,
+    /// Sorted by key.
+    pub assignments: Vec<AppliedAssignment>,
+    pub repositories: std::collections::BTreeSet<String>,
 }
 
 /// What applying a revision changes.
@@ -68,9 +87,46 @@ pub enum Action {
     RepositoryAdded {
         repository: String,
     },
+    /// The repository's file is gone; its snapshots stay where they are.
     RepositoryRemoved {
         repository: String,
     },
+}
+
+impl Action {
+    /// The audit log's name for this kind of change.
+    #[must_use]
+    pub fn name(&self) -> &'static str {
+        match self {
+            Action::HostAdded { .. } => "host-added",
+            Action::HostRemoved { .. } => "host-removed",
+            Action::HostPaused { .. } => "host-paused",
+            Action::HostResumed { .. } => "host-resumed",
+            Action::AgentKeyChanged { .. } => "agent-key-changed",
+            Action::AssignmentAdded(_) => "assignment-added",
+            Action::AssignmentChanged { .. } => "assignment-changed",
+            Action::AssignmentRemoved(_) => "assignment-removed",
+            Action::RepositoryAdded { .. } => "repository-added",
+            Action::RepositoryRemoved { .. } => "repository-removed",
+        }
+    }
+
+    /// What the change concerns: a host, `host/policy/kind`, or a repository.
+    #[must_use]
+    pub fn subject(&self) -> String {
+        match self {
+            Action::HostAdded { host }
+            | Action::HostRemoved { host }
+            | Action::HostPaused { host }
+            | Action::HostResumed { host }
+            | Action::AgentKeyChanged { host } => host.clone(),
+            Action::AssignmentAdded(a) | Action::AssignmentRemoved(a) => a.key.to_string(),
+            Action::AssignmentChanged { new, .. } => new.key.to_string(),
+            Action::RepositoryAdded { repository } | Action::RepositoryRemoved { repository } => {
+                repository.clone()
+            }
+        }
+    }
 }
 
 /// The life of a job. Terminal states never change again.

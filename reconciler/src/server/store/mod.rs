@@ -1,0 +1,584 @@
+//! The server's state in `SQLite`: revisions, hosts and agent sessions, applied assignments,
+//! schedule state, jobs, snapshot inventories and the audit log.
+//!
+//! One file, `state.db` in the data directory, opened in WAL mode with `synchronous = FULL`:
+//! a committed transaction survives a power cut, and `kill -9` at any moment leaves either
+//! the state before a transaction or the state after it. Each change that must not be half
+//! done (a revision's actions and their audit entries; a job queued with its schedule
+//! bookkeeping) is one transaction.
+//!
+//! The schema is versioned with `PRAGMA user_version` and migrated at open by the numbered
+//! steps in [`migrations`]; a file written by a newer server is refused rather than guessed
+//! at. The store is synchronous: the server runs it on the blocking pool.
+
+mod audit;
+mod jobs;
+mod migrations;
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use rusqlite::{Connection, OptionalExtension as _, params};
+
+use super::model::{
+    Action, AppliedAssignment, AssignmentKey, FleetState, HostRecord, JobKind, RevisionInfo,
+};
+use super::reconcile::describe_change;
+
+pub use audit::{AuditEntry, Verified, verify_audit};
+pub use jobs::{JobRecord, NewJob, SessionRecord, Settled};
+
+/// The database file's name inside the data directory.
+pub const DB_FILE: &str = "state.db";
+
+/// Why the store cannot do what was asked. Every message names the database file when it is
+/// about the file.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot create the data directory {}: {source}", path.display())]
+    CreateDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "the data directory {} is not a directory; point --data-dir at a directory",
+        path.display()
+    )]
+    NotADirectory { path: PathBuf },
+    #[error(
+        "cannot open the state database {}: {reason}; check that the data directory is \
+         writable by the server's user",
+        path.display()
+    )]
+    Open { path: PathBuf, reason: String },
+    #[error(
+        "the state database {} is damaged or not a restic-manager database: {reason}; move it \
+         aside and restore the last backup of the data directory (nothing was written to it)",
+        path.display()
+    )]
+    Corrupt { path: PathBuf, reason: String },
+    #[error(
+        "the state database {} has schema version {found}, newer than the {supported} this \
+         restic-manager knows; run the newer restic-manager, or restore a backup made before \
+         the upgrade",
+        path.display()
+    )]
+    TooNew {
+        path: PathBuf,
+        found: i64,
+        supported: i64,
+    },
+    #[error("state database: {0}")]
+    Sql(#[from] rusqlite::Error),
+    #[error("state database holds a value it cannot read back: {0}")]
+    Decode(String),
+}
+
+/// The open state database.
+pub struct Store {
+    conn: Connection,
+    path: PathBuf,
+    /// The applied state, loaded once and kept in step with every applied revision, so a
+    /// reconcile of 10,000 hosts does not read 50,000 rows first.
+    applied: Option<FleetState>,
+}
+
+impl Store {
+    /// Opens (creating when missing) `state.db` in `data_dir` and migrates it to the current
+    /// schema. Nothing is written to a file that fails its checks.
+    pub fn open(data_dir: &Path) -> Result<Self, StoreError> {
+        prepare_dir(data_dir)?;
+        let path = data_dir.join(DB_FILE);
+        let conn = Connection::open(&path).map_err(|e| StoreError::Open {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+        Self::from_connection(conn, path, migrations::LATEST)
+    }
+
+    /// Opens the database for reading only, without migrating: for `audit verify` beside a
+    /// running server.
+    pub fn open_read_only(data_dir: &Path) -> Result<Self, StoreError> {
+        let path = data_dir.join(DB_FILE);
+        if !path.is_file() {
+            return Err(StoreError::Open {
+                path,
+                reason: "no such file".to_owned(),
+            });
+        }
+        let conn = Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .map_err(|e| StoreError::Open {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+        check_integrity(&conn, &path)?;
+        Ok(Self {
+            conn,
+            path,
+            applied: None,
+        })
+    }
+
+    /// Checks the file and migrates it up to schema version `target`.
+    fn from_connection(conn: Connection, path: PathBuf, target: i64) -> Result<Self, StoreError> {
+        check_integrity(&conn, &path)?;
+        let open_error = |e: rusqlite::Error| StoreError::Open {
+            path: path.clone(),
+            reason: e.to_string(),
+        };
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(open_error)?;
+        // WAL lets `audit verify` and the tests read beside the server; FULL makes every
+        // commit durable before it returns.
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(open_error)?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(open_error)?;
+        conn.pragma_update(None, "foreign_keys", "ON")
+            .map_err(open_error)?;
+        let mut store = Self {
+            conn,
+            path,
+            applied: None,
+        };
+        migrations::migrate(&mut store.conn, &store.path, target)?;
+        Ok(store)
+    }
+
+    /// Where the database lives.
+    #[must_use]
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The schema version of the open file.
+    pub fn schema_version(&self) -> Result<i64, StoreError> {
+        Ok(self
+            .conn
+            .query_row("PRAGMA user_version", [], |row| row.get(0))?)
+    }
+
+    /// Records a revision that failed validation, with its errors. The applied state is not
+    /// touched: the last good revision stays in force.
+    pub fn record_revision(
+        &mut self,
+        revision: &RevisionInfo,
+        outcome: Result<(), &str>,
+    ) -> Result<(), StoreError> {
+        let tx = self.conn.transaction()?;
+        let (status, errors) = match outcome {
+            Ok(()) => ("applied", None),
+            Err(errors) => ("invalid", Some(errors)),
+        };
+        insert_revision(&tx, revision, status, errors)?;
+        let detail = serde_json::json!({
+            "author": revision.author,
+            "summary": revision.summary,
+            "errors": errors,
+        });
+        audit::append(
+            &tx,
+            "git",
+            if errors.is_some() {
+                "revision-invalid"
+            } else {
+                "revision-applied"
+            },
+            &short(&revision.commit),
+            Some(&revision.commit),
+            &detail,
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Applies a valid revision in one transaction: diffs `desired` against the applied
+    /// state, changes the hosts, assignments and repositories tables, audits each action with
+    /// the commit, and makes the revision the last applied one. `rewritten_from` names the
+    /// previous tip when history was rewritten, which is audited too. Returns the actions.
+    pub fn apply_revision(
+        &mut self,
+        revision: &RevisionInfo,
+        desired: FleetState,
+        rewritten_from: Option<&str>,
+    ) -> Result<Vec<Action>, StoreError> {
+        let actions = super::reconcile::diff(self.applied_state()?, &desired);
+        let now = jiff::Timestamp::now().as_second();
+        let tx = self.conn.transaction()?;
+        let commit = Some(revision.commit.as_str());
+        if let Some(previous) = rewritten_from {
+            audit::append(
+                &tx,
+                "git",
+                "history-rewritten",
+                &short(&revision.commit),
+                commit,
+                &serde_json::json!({
+                    "previous": previous,
+                    "detail": format!(
+                        "the branch no longer contains the previously applied commit {previous}; \
+                         following the new tip {}", revision.commit
+                    ),
+                }),
+            )?;
+        }
+        for action in &actions {
+            apply_action(&tx, action, &desired, now)?;
+            audit::append(
+                &tx,
+                "git",
+                action.name(),
+                &action.subject(),
+                commit,
+                &action_detail(action),
+            )?;
+        }
+        insert_revision(&tx, revision, "applied", None)?;
+        audit::append(
+            &tx,
+            "git",
+            "revision-applied",
+            &short(&revision.commit),
+            commit,
+            &serde_json::json!({
+                "author": revision.author,
+                "summary": revision.summary,
+                "actions": actions.len(),
+            }),
+        )?;
+        tx.commit()?;
+
+        self.applied = Some(desired);
+        Ok(actions)
+    }
+
+    /// The applied state: hosts, assignments (sorted by key) and repositories.
+    pub fn applied_state(&mut self) -> Result<&FleetState, StoreError> {
+        if self.applied.is_none() {
+            self.applied = Some(load_applied(&self.conn)?);
+        }
+        Ok(self.applied.get_or_insert_with(FleetState::default))
+    }
+
+    /// The revision in force.
+    pub fn last_applied_revision(&self) -> Result<Option<RevisionInfo>, StoreError> {
+        self.revision_where("WHERE status = 'applied'")
+    }
+
+    /// The newest revision the server looked at, valid or not.
+    pub fn last_attempted_revision(&self) -> Result<Option<RevisionInfo>, StoreError> {
+        self.revision_where("")
+    }
+
+    fn revision_where(&self, filter: &str) -> Result<Option<RevisionInfo>, StoreError> {
+        let sql = format!(
+            "SELECT commit_id, author, summary, committed_at FROM revisions {filter} \
+             ORDER BY attempt DESC LIMIT 1"
+        );
+        Ok(self
+            .conn
+            .query_row(&sql, [], |row| {
+                Ok(RevisionInfo {
+                    commit: row.get(0)?,
+                    author: row.get(1)?,
+                    summary: row.get(2)?,
+                    committed_at: row
+                        .get::<_, Option<i64>>(3)?
+                        .and_then(|s| jiff::Timestamp::from_second(s).ok()),
+                })
+            })
+            .optional()?)
+    }
+
+    /// The errors of an invalid revision, newest attempt first; `None` when the newest
+    /// attempt was applied.
+    pub fn last_revision_errors(&self) -> Result<Option<(RevisionInfo, String)>, StoreError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT commit_id, author, summary, committed_at, errors, status FROM revisions \
+                 ORDER BY attempt DESC LIMIT 1",
+                [],
+                |row| {
+                    let status: String = row.get(5)?;
+                    let info = RevisionInfo {
+                        commit: row.get(0)?,
+                        author: row.get(1)?,
+                        summary: row.get(2)?,
+                        committed_at: row
+                            .get::<_, Option<i64>>(3)?
+                            .and_then(|s| jiff::Timestamp::from_second(s).ok()),
+                    };
+                    let errors: Option<String> = row.get(4)?;
+                    Ok((status == "invalid").then(|| (info, errors.unwrap_or_default())))
+                },
+            )
+            .optional()?
+            .flatten())
+    }
+
+    /// Appends one entry to the audit log, in its own transaction.
+    pub fn audit(
+        &mut self,
+        actor: &str,
+        action: &str,
+        subject: &str,
+        commit: Option<&str>,
+        detail: &serde_json::Value,
+    ) -> Result<(), StoreError> {
+        let tx = self.conn.transaction()?;
+        audit::append(&tx, actor, action, subject, commit, detail)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The newest audit entries, newest first.
+    pub fn audit_entries(&self, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
+        audit::latest(&self.conn, limit)
+    }
+
+    /// Checks the audit log's hash chain from the first entry to the last.
+    pub fn verify_audit(&self) -> Result<Verified, StoreError> {
+        verify_audit(&self.conn)
+    }
+}
+
+/// Creates the data directory (0700) or checks the one given.
+fn prepare_dir(data_dir: &Path) -> Result<(), StoreError> {
+    if data_dir.exists() && !data_dir.is_dir() {
+        return Err(StoreError::NotADirectory {
+            path: data_dir.to_owned(),
+        });
+    }
+    if !data_dir.exists() {
+        use std::os::unix::fs::DirBuilderExt as _;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(data_dir)
+            .map_err(|source| StoreError::CreateDir {
+                path: data_dir.to_owned(),
+                source,
+            })?;
+    }
+    Ok(())
+}
+
+/// A file that is not a database, or a damaged one, is refused before anything writes to it.
+fn check_integrity(conn: &Connection, path: &Path) -> Result<(), StoreError> {
+    let corrupt = |reason: String| StoreError::Corrupt {
+        path: path.to_owned(),
+        reason,
+    };
+    let result: String = conn
+        .query_row("PRAGMA quick_check(1)", [], |row| row.get(0))
+        .map_err(|e| match e {
+            rusqlite::Error::SqliteFailure(code, _)
+                if matches!(
+                    code.code,
+                    rusqlite::ErrorCode::NotADatabase | rusqlite::ErrorCode::DatabaseCorrupt
+                ) =>
+            {
+                corrupt(e.to_string())
+            }
+            other => StoreError::Open {
+                path: path.to_owned(),
+                reason: other.to_string(),
+            },
+        })?;
+    if result != "ok" {
+        return Err(corrupt(result));
+    }
+    Ok(())
+}
+
+fn short(commit: &str) -> String {
+    commit.get(..12).unwrap_or(commit).to_owned()
+}
+
+fn insert_revision(
+    conn: &Connection,
+    revision: &RevisionInfo,
+    status: &str,
+    errors: Option<&str>,
+) -> Result<(), StoreError> {
+    conn.execute(
+        "INSERT INTO revisions (commit_id, author, summary, committed_at, seen_at, status, errors) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        params![
+            revision.commit,
+            revision.author,
+            revision.summary,
+            revision.committed_at.map(jiff::Timestamp::as_second),
+            jiff::Timestamp::now().as_second(),
+            status,
+            errors,
+        ],
+    )?;
+    Ok(())
+}
+
+fn apply_action(
+    conn: &Connection,
+    action: &Action,
+    desired: &FleetState,
+    now: i64,
+) -> Result<(), StoreError> {
+    match action {
+        Action::HostAdded { host } | Action::AgentKeyChanged { host } => {
+            let key = desired.hosts.get(host).and_then(|h| h.agent_key.as_deref());
+            conn.execute(
+                "INSERT INTO hosts (name, paused, agent_key, added_at) VALUES (?1, 0, ?2, ?3) \
+                 ON CONFLICT (name) DO UPDATE SET agent_key = excluded.agent_key",
+                params![host, key, now],
+            )?;
+            // An agent waiting with the key now committed is no longer pending.
+            conn.execute(
+                "DELETE FROM pending_keys WHERE host = ?1 AND key = ?2",
+                params![host, key],
+            )?;
+        }
+        Action::HostRemoved { host } => {
+            conn.execute("DELETE FROM hosts WHERE name = ?1", [host])?;
+            // Runs not yet started are called off; anything running finishes and reports.
+            conn.execute(
+                "UPDATE jobs SET state = 'cancelled', finished_at = ?2, updated_at = ?2, \
+                 reason = 'the host was removed from the configuration' \
+                 WHERE host = ?1 AND state IN ('queued', 'deferred')",
+                params![host, now],
+            )?;
+        }
+        Action::HostPaused { host } | Action::HostResumed { host } => {
+            conn.execute(
+                "UPDATE hosts SET paused = ?2 WHERE name = ?1",
+                params![host, matches!(action, Action::HostPaused { .. })],
+            )?;
+        }
+        Action::AssignmentAdded(a) | Action::AssignmentChanged { new: a, .. } => {
+            conn.execute(
+                "INSERT INTO assignments (host, policy, kind, repository, schedule, content_digest) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
+                 ON CONFLICT (host, policy, kind) DO UPDATE SET repository = excluded.repository, \
+                 schedule = excluded.schedule, content_digest = excluded.content_digest",
+                params![
+                    a.key.host,
+                    a.key.policy,
+                    a.key.kind.as_str(),
+                    a.repository,
+                    a.schedule,
+                    &*a.content_digest
+                ],
+            )?;
+            if matches!(action, Action::AssignmentChanged { old, new } if old.schedule != new.schedule)
+            {
+                // A new schedule starts afresh: the next run is computed from now.
+                conn.execute(
+                    "UPDATE schedule_state SET next_instant = NULL \
+                     WHERE host = ?1 AND policy = ?2 AND kind = ?3",
+                    params![a.key.host, a.key.policy, a.key.kind.as_str()],
+                )?;
+            }
+        }
+        Action::AssignmentRemoved(a) => {
+            conn.execute(
+                "DELETE FROM assignments WHERE host = ?1 AND policy = ?2 AND kind = ?3",
+                params![a.key.host, a.key.policy, a.key.kind.as_str()],
+            )?;
+            conn.execute(
+                "DELETE FROM schedule_state WHERE host = ?1 AND policy = ?2 AND kind = ?3",
+                params![a.key.host, a.key.policy, a.key.kind.as_str()],
+            )?;
+            conn.execute(
+                "UPDATE jobs SET state = 'cancelled', finished_at = ?4, updated_at = ?4, \
+                 reason = 'the assignment was removed from the configuration' \
+                 WHERE host = ?1 AND policy = ?2 AND kind = ?3 AND state IN ('queued', 'deferred')",
+                params![a.key.host, a.key.policy, a.key.kind.as_str(), now],
+            )?;
+        }
+        Action::RepositoryAdded { repository } => {
+            conn.execute(
+                "INSERT INTO repositories (name, added_at) VALUES (?1, ?2) \
+                 ON CONFLICT (name) DO NOTHING",
+                params![repository, now],
+            )?;
+        }
+        Action::RepositoryRemoved { repository } => {
+            conn.execute("DELETE FROM repositories WHERE name = ?1", [repository])?;
+        }
+    }
+    Ok(())
+}
+
+/// The audit detail of one action.
+fn action_detail(action: &Action) -> serde_json::Value {
+    match action {
+        Action::AssignmentAdded(a) | Action::AssignmentRemoved(a) => serde_json::json!({
+            "repository": a.repository,
+            "schedule": a.schedule,
+        }),
+        Action::AssignmentChanged { old, new } => serde_json::json!({
+            "repository": new.repository,
+            "schedule": new.schedule,
+            "previous-schedule": old.schedule,
+            "change": describe_change(old, new),
+        }),
+        _ => serde_json::json!({}),
+    }
+}
+
+fn load_applied(conn: &Connection) -> Result<FleetState, StoreError> {
+    let mut hosts = BTreeMap::new();
+    let mut stmt = conn.prepare("SELECT name, paused, agent_key FROM hosts")?;
+    let rows = stmt.query_map([], |row| {
+        Ok(HostRecord {
+            name: row.get(0)?,
+            paused: row.get(1)?,
+            agent_key: row.get(2)?,
+        })
+    })?;
+    for row in rows {
+        let host = row?;
+        hosts.insert(host.name.clone(), host);
+    }
+
+    let mut stmt = conn.prepare(
+        "SELECT host, policy, kind, repository, schedule, content_digest FROM assignments",
+    )?;
+    let rows = stmt.query_map([], |row| {
+        Ok((
+            row.get::<_, String>(0)?,
+            row.get::<_, String>(1)?,
+            row.get::<_, String>(2)?,
+            row.get::<_, String>(3)?,
+            row.get::<_, String>(4)?,
+            row.get::<_, String>(5)?,
+        ))
+    })?;
+    let mut assignments = Vec::new();
+    for row in rows {
+        let (host, policy, kind, repository, schedule, digest) = row?;
+        let kind = JobKind::parse(&kind).ok_or_else(|| {
+            StoreError::Decode(format!("unknown job kind `{kind}` in assignments"))
+        })?;
+        assignments.push(AppliedAssignment {
+            key: AssignmentKey { host, policy, kind },
+            repository,
+            schedule,
+            content_digest: digest.into(),
+        });
+    }
+    assignments.sort_by(|a, b| a.key.cmp(&b.key));
+
+    let mut stmt = conn.prepare("SELECT name FROM repositories")?;
+    let repositories = stmt
+        .query_map([], |row| row.get(0))?
+        .collect::<Result<_, _>>()?;
+    Ok(FleetState {
+        hosts,
+        assignments,
+        repositories,
+    })
+}

@@ -1,0 +1,507 @@
+use super::*;
+use crate::config::testing;
+use crate::server::model::{JobState, ScheduleState};
+use crate::server::reconcile::desired;
+
+fn revision(commit: &str) -> RevisionInfo {
+    RevisionInfo {
+        commit: commit.repeat(40 / commit.len().max(1)),
+        author: "Ops <ops@example.net>".into(),
+        summary: "a change".into(),
+        committed_at: None,
+    }
+}
+
+fn example() -> FleetState {
+    let (config, _) = testing::example_config_with_identity();
+    desired(&config)
+}
+
+fn open(dir: &tempfile::TempDir) -> Store {
+    Store::open(dir.path()).expect("store opens")
+}
+
+#[test]
+fn a_new_store_is_created_at_the_latest_schema_with_a_private_directory() {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let store = Store::open(&data).unwrap();
+    assert_eq!(store.schema_version().unwrap(), migrations::LATEST);
+    let mode = std::fs::metadata(&data).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700);
+    let journal: String = store
+        .conn
+        .query_row("PRAGMA journal_mode", [], |row| row.get(0))
+        .unwrap();
+    assert_eq!(journal, "wal");
+    let sync: i64 = store
+        .conn
+        .query_row("PRAGMA synchronous", [], |row| row.get(0))
+        .unwrap();
+    assert_eq!(sync, 2, "synchronous = FULL");
+}
+
+#[test]
+fn a_database_from_an_older_schema_is_migrated_and_keeps_its_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(DB_FILE);
+    {
+        let conn = migrations::open_at_version(&path, 1).unwrap();
+        conn.execute(
+            "INSERT INTO hosts (name, paused, agent_key, added_at) VALUES ('web-1', 0, NULL, 1)",
+            [],
+        )
+        .unwrap();
+        let v: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(v, 1);
+    }
+    let mut store = open(&dir);
+    assert_eq!(store.schema_version().unwrap(), migrations::LATEST);
+    assert!(store.applied_state().unwrap().hosts.contains_key("web-1"));
+    // The tables of the later step exist now.
+    store
+        .record_pending_key("web-2", "ed25519:x", "127.0.0.1:1", jiff::Timestamp::now())
+        .unwrap();
+    assert_eq!(store.pending_keys().unwrap().len(), 1);
+}
+
+#[test]
+fn a_database_from_a_newer_server_is_refused_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(DB_FILE);
+    {
+        let conn = Connection::open(&path).unwrap();
+        conn.pragma_update(None, "user_version", migrations::LATEST + 5)
+            .unwrap();
+    }
+    let Err(err) = Store::open(dir.path()) else {
+        panic!("a newer schema must be refused")
+    };
+    let text = err.to_string();
+    assert!(text.contains(&path.display().to_string()), "{text}");
+    assert!(
+        text.contains(&format!("schema version {}", migrations::LATEST + 5)),
+        "{text}"
+    );
+    let conn = Connection::open(&path).unwrap();
+    let v: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(v, migrations::LATEST + 5);
+}
+
+#[test]
+fn a_file_that_is_not_a_database_is_a_clear_error_and_is_not_modified() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(DB_FILE);
+    let garbage = b"this is not sqlite, it is a text file someone put here\n".repeat(100);
+    std::fs::write(&path, &garbage).unwrap();
+    let Err(err) = Store::open(dir.path()) else {
+        panic!("garbage must be refused")
+    };
+    let text = err.to_string();
+    assert!(
+        text.contains("damaged or not a restic-manager database"),
+        "{text}"
+    );
+    assert!(text.contains(&path.display().to_string()), "{text}");
+    assert_eq!(std::fs::read(&path).unwrap(), garbage, "no partial write");
+}
+
+#[test]
+fn someone_elses_database_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(DB_FILE);
+    Connection::open(&path)
+        .unwrap()
+        .execute_batch("CREATE TABLE invoices (id INTEGER);")
+        .unwrap();
+    let Err(err) = Store::open(dir.path()) else {
+        panic!("a foreign database must be refused")
+    };
+    assert!(
+        err.to_string()
+            .contains("tables restic-manager did not create"),
+        "{err}"
+    );
+}
+
+#[test]
+fn applying_a_revision_stores_and_audits_every_action_with_its_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = open(&dir);
+    let rev = revision("a1");
+    let actions = store.apply_revision(&rev, example(), None).unwrap();
+    assert!(!actions.is_empty());
+
+    let audited: i64 = store
+        .conn
+        .query_row(
+            "SELECT count(*) FROM audit WHERE commit_id = ?1",
+            [&rev.commit],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(audited, i64::try_from(actions.len()).unwrap() + 1);
+    assert_eq!(
+        store.last_applied_revision().unwrap().unwrap().commit,
+        rev.commit
+    );
+
+    // What was cached equals what a fresh open reads back.
+    let cached = store.applied_state().unwrap().clone();
+    drop(store);
+    let mut reopened = open(&dir);
+    assert_eq!(reopened.applied_state().unwrap(), &cached);
+    assert_eq!(cached, example());
+
+    // The same revision again changes nothing.
+    let again = reopened
+        .apply_revision(&revision("b2"), example(), None)
+        .unwrap();
+    assert!(again.is_empty(), "{again:?}");
+}
+
+#[test]
+fn an_invalid_revision_is_recorded_without_touching_the_applied_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = open(&dir);
+    let good = revision("a1");
+    store.apply_revision(&good, example(), None).unwrap();
+    let bad = revision("c3");
+    store
+        .record_revision(&bad, Err("policies/system.toml:3:1: error: unknown key"))
+        .unwrap();
+    assert_eq!(
+        store.last_applied_revision().unwrap().unwrap().commit,
+        good.commit
+    );
+    assert_eq!(
+        store.last_attempted_revision().unwrap().unwrap().commit,
+        bad.commit
+    );
+    let (info, errors) = store.last_revision_errors().unwrap().unwrap();
+    assert_eq!(info.commit, bad.commit);
+    assert!(errors.contains("unknown key"));
+}
+
+#[test]
+fn the_audit_chain_verifies_and_names_the_first_tampered_entry() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = open(&dir);
+    store
+        .apply_revision(&revision("a1"), example(), None)
+        .unwrap();
+    let Verified::Intact { entries, .. } = store.verify_audit().unwrap() else {
+        panic!("a fresh chain is intact");
+    };
+    assert!(entries > 5);
+
+    // The database itself refuses changes.
+    let err = store
+        .conn
+        .execute("UPDATE audit SET detail = '{}' WHERE seq = 3", [])
+        .unwrap_err();
+    assert!(err.to_string().contains("append-only"), "{err}");
+    let err = store
+        .conn
+        .execute("DELETE FROM audit WHERE seq = 3", [])
+        .unwrap_err();
+    assert!(err.to_string().contains("append-only"), "{err}");
+
+    // Someone with write access to the file drops the triggers and edits an entry.
+    store
+        .conn
+        .execute_batch(
+            "DROP TRIGGER audit_is_append_only_update; DROP TRIGGER audit_is_append_only_delete;",
+        )
+        .unwrap();
+    store
+        .conn
+        .execute(
+            "UPDATE audit SET detail = '{\"schedule\":\"never\"}' WHERE seq = 3",
+            [],
+        )
+        .unwrap();
+    match store.verify_audit().unwrap() {
+        Verified::Broken { seq, reason } => {
+            assert_eq!(seq, 3);
+            assert!(reason.starts_with("entry 3 ("), "{reason}");
+            assert!(reason.contains("changed after it was written"), "{reason}");
+        }
+        other @ Verified::Intact { .. } => panic!("{other:?}"),
+    }
+
+    // Recomputing that entry's hash moves the break to the next entry.
+    let (at, actor, action, subject, commit, detail, prev): (
+        i64,
+        String,
+        String,
+        String,
+        Option<String>,
+        String,
+        String,
+    ) = store
+        .conn
+        .query_row(
+            "SELECT at, actor, action, subject, commit_id, detail, prev_hash FROM audit WHERE seq = 3",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?)),
+        )
+        .unwrap();
+    let forged = audit::Hashed {
+        seq: 3,
+        at,
+        actor: &actor,
+        action: &action,
+        subject: &subject,
+        commit: commit.as_deref(),
+        detail: &detail,
+        prev_hash: &prev,
+    }
+    .hash();
+    store
+        .conn
+        .execute("UPDATE audit SET hash = ?1 WHERE seq = 3", [forged])
+        .unwrap();
+    match store.verify_audit().unwrap() {
+        Verified::Broken { seq, reason } => {
+            assert_eq!(seq, 4);
+            assert!(reason.contains("previous-hash does not match"), "{reason}");
+        }
+        other @ Verified::Intact { .. } => panic!("{other:?}"),
+    }
+
+    // A removed entry is named as missing.
+    store
+        .conn
+        .execute("DELETE FROM audit WHERE seq = 2", [])
+        .unwrap();
+    match store.verify_audit().unwrap() {
+        Verified::Broken { seq, reason } => {
+            assert_eq!(seq, 2);
+            assert!(reason.contains("entry 2 is missing"), "{reason}");
+        }
+        other @ Verified::Intact { .. } => panic!("{other:?}"),
+    }
+}
+
+fn new_job(id: &str, state: JobState) -> NewJob {
+    // The store keeps whole seconds, as schedule instants are.
+    let now = jiff::Timestamp::from_second(jiff::Timestamp::now().as_second()).unwrap();
+    NewJob {
+        id: id.into(),
+        key: AssignmentKey {
+            host: "web-1".into(),
+            policy: "system".into(),
+            kind: JobKind::Backup,
+        },
+        repository: "local".into(),
+        state,
+        reason: None,
+        instant: Some(now),
+        catch_up: false,
+        run_after: now,
+        deadline: now + jiff::SignedDuration::from_hours(1),
+        max_duration_secs: 60,
+    }
+}
+
+fn result(id: &str, outcome: protocol::Outcome) -> JobResult {
+    let now = jiff::Timestamp::now();
+    JobResult {
+        job_id: id.into(),
+        outcome,
+        message: "done".into(),
+        exit_code: Some(0),
+        started_at: now,
+        finished_at: now,
+        summary: None,
+        unreadable: Vec::new(),
+        initialized: false,
+        stderr_tail: String::new(),
+        snapshots: None,
+    }
+}
+
+use protocol::JobResult;
+
+#[test]
+fn queuing_a_job_twice_keeps_one_and_its_schedule_state_moves_with_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = open(&dir);
+    let job = new_job("web-1.system.backup.100", JobState::Queued);
+    let state = ScheduleState {
+        key: job.key.clone(),
+        last_instant: job.instant,
+        next_instant: Some(jiff::Timestamp::from_second(200).unwrap()),
+    };
+    let now = jiff::Timestamp::now();
+    let jobs = std::slice::from_ref(&job);
+    let states = std::slice::from_ref(&state);
+    let first = store.queue_jobs(jobs, states, now).unwrap();
+    assert_eq!(first, std::slice::from_ref(&job.id));
+    let second = store.queue_jobs(jobs, states, now).unwrap();
+    assert!(second.is_empty());
+    assert_eq!(store.jobs_in_states(&[JobState::Queued]).unwrap().len(), 1);
+    assert_eq!(store.schedule_states().unwrap()[&job.key], state);
+    assert_eq!(
+        store.active_job(&job.key).unwrap(),
+        Some((job.id.clone(), JobState::Queued))
+    );
+}
+
+#[test]
+fn a_result_is_stored_once_and_a_late_transition_loses() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = open(&dir);
+    let job = new_job("j1", JobState::Queued);
+    let now = jiff::Timestamp::now();
+    store.queue_jobs(&[job], &[], now).unwrap();
+    assert!(
+        store
+            .transition("j1", &[JobState::Queued], JobState::Dispatched, None, now)
+            .unwrap()
+    );
+    assert!(
+        !store
+            .transition("j1", &[JobState::Queued], JobState::Dispatched, None, now)
+            .unwrap()
+    );
+    assert!(
+        store
+            .finish_job(
+                "j1",
+                &result("j1", protocol::Outcome::Succeeded),
+                JobState::Succeeded,
+                Some("line")
+            )
+            .unwrap()
+    );
+    assert!(
+        !store
+            .finish_job(
+                "j1",
+                &result("j1", protocol::Outcome::Failed),
+                JobState::Failed,
+                None
+            )
+            .unwrap()
+    );
+    let stored = store.job("j1").unwrap().unwrap();
+    assert_eq!(stored.state, JobState::Succeeded);
+    assert_eq!(stored.log_tail.as_deref(), Some("line"));
+    assert!(
+        !store
+            .transition("j1", &[JobState::Dispatched], JobState::Running, None, now)
+            .unwrap()
+    );
+}
+
+#[test]
+fn late_jobs_are_missed_and_lost_ones_failed_but_a_late_result_still_counts() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = open(&dir);
+    let now = jiff::Timestamp::now();
+    let mut queued = new_job("q", JobState::Queued);
+    queued.deadline = now - jiff::SignedDuration::from_secs(1);
+    let mut sent = new_job("s", JobState::Queued);
+    sent.run_after = now - jiff::SignedDuration::from_hours(3);
+    sent.key.policy = "web".into();
+    store.queue_jobs(&[queued, sent], &[], now).unwrap();
+    store
+        .transition(
+            "s",
+            &[JobState::Queued],
+            JobState::Dispatched,
+            None,
+            sent_time(now),
+        )
+        .unwrap();
+
+    let late = store.expire_jobs(now).unwrap();
+    let mut ids: Vec<_> = late.iter().map(|j| j.id.as_str()).collect();
+    ids.sort_unstable();
+    assert_eq!(ids, ["q", "s"]);
+    let q = store.job("q").unwrap().unwrap();
+    assert_eq!(q.state, JobState::Missed);
+    assert!(q.reason.unwrap().contains("agent offline"));
+    let s = store.job("s").unwrap().unwrap();
+    assert_eq!(s.state, JobState::Failed);
+    assert!(s.message.unwrap().contains("no result from the agent"));
+
+    assert!(
+        store
+            .finish_job(
+                "s",
+                &result("s", protocol::Outcome::Succeeded),
+                JobState::Succeeded,
+                None
+            )
+            .unwrap()
+    );
+    assert_eq!(store.job("s").unwrap().unwrap().state, JobState::Succeeded);
+}
+
+fn sent_time(now: jiff::Timestamp) -> jiff::Timestamp {
+    now - jiff::SignedDuration::from_hours(3)
+}
+
+#[test]
+fn after_a_restart_jobs_an_agent_does_not_report_are_sent_again_and_unknown_ones_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = open(&dir);
+    let now = jiff::Timestamp::now();
+    let mut a = new_job("web-1.system.backup.1", JobState::Queued);
+    a.key.policy = "a".into();
+    let mut b = new_job("web-1.system.backup.2", JobState::Queued);
+    b.key.policy = "b".into();
+    store.queue_jobs(&[a.clone(), b.clone()], &[], now).unwrap();
+    for id in [&a.id, &b.id] {
+        store
+            .transition(id, &[JobState::Queued], JobState::Dispatched, None, now)
+            .unwrap();
+    }
+    drop(store);
+
+    let mut store = open(&dir);
+    let settled = store
+        .reconcile_agent_running("web-1", &[a.id.clone(), "web-1.other.backup.9".into()], now)
+        .unwrap();
+    assert_eq!(settled.requeued, [b.id.clone()]);
+    assert_eq!(settled.unknown, ["web-1.other.backup.9".to_owned()]);
+    assert_eq!(store.job(&b.id).unwrap().unwrap().state, JobState::Queued);
+    assert_eq!(
+        store.job(&a.id).unwrap().unwrap().state,
+        JobState::Dispatched
+    );
+}
+
+#[test]
+fn an_init_that_succeeded_marks_the_repository_initialised_for_its_host() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = open(&dir);
+    let mut init = new_job("web-1.system.init.1", JobState::Queued);
+    init.key.kind = JobKind::Init;
+    let now = jiff::Timestamp::now();
+    store.queue_jobs(&[init], &[], now).unwrap();
+    assert!(!store.is_initialized("web-1", "local").unwrap());
+    store
+        .finish_job(
+            "web-1.system.init.1",
+            &result("web-1.system.init.1", protocol::Outcome::Succeeded),
+            JobState::Succeeded,
+            None,
+        )
+        .unwrap();
+    assert!(store.is_initialized("web-1", "local").unwrap());
+    assert!(!store.is_initialized("web-2", "local").unwrap());
+    assert_eq!(
+        store.last_init("web-1", "local").unwrap().unwrap().state,
+        JobState::Succeeded
+    );
+}
