@@ -197,12 +197,15 @@ pub fn effective(config: &Config) -> Vec<HostView> {
         .collect()
 }
 
-fn host_zone(host: &Host) -> TimeZoneName {
+/// The zone a host's schedules are read in when a policy names none: the host's, else UTC.
+#[must_use]
+pub fn host_zone(host: &Host) -> TimeZoneName {
     host.timezone.clone().unwrap_or_else(TimeZoneName::utc)
 }
 
 /// Fills a schedule's zone from the host when the policy leaves it open.
-fn in_zone(schedule: &Schedule, host: &Host) -> Schedule {
+#[must_use]
+pub fn in_zone(schedule: &Schedule, host: &Host) -> Schedule {
     let mut schedule = schedule.clone();
     if schedule.timezone.is_none() {
         schedule.timezone = Some(host_zone(host));

@@ -1,0 +1,391 @@
+//! Reconcile: what a valid revision asks of the fleet ([`desired`]), and the changes that turn
+//! the applied state into it ([`diff`]).
+//!
+//! Both sides are a [`FleetState`], so the diff is a merge of two sorted lists and costs the
+//! same whether one schedule changed or a thousand hosts were added. Nothing here touches the
+//! store or the clock: the caller applies the actions in one transaction and audits each with
+//! the commit that caused it.
+//!
+//! Removing a host, a policy or a repository only ever stops schedules. No action deletes a
+//! snapshot: forget runs only from a policy's own retention, scoped to its own tag.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use serde::Serialize;
+use sha2::Digest as _;
+
+use crate::config::effective::{host_zone, placements};
+use crate::config::model::{Config, Policy, Schedule};
+
+use super::model::{Action, AppliedAssignment, AssignmentKey, FleetState, HostRecord, JobKind};
+
+/// The jobs a policy schedules on each of its hosts, with the schedule each runs on.
+/// Snapshot refreshes are the scheduler's own and not part of the desired state.
+#[must_use]
+pub fn policy_jobs(policy: &Policy) -> Vec<(JobKind, &Schedule)> {
+    let mut jobs = vec![(JobKind::Backup, &policy.schedule)];
+    if let Some(forget) = &policy.forget {
+        jobs.push((JobKind::Forget, forget));
+    }
+    if let Some(prune) = &policy.prune {
+        jobs.push((JobKind::Prune, &prune.schedule));
+    }
+    if let Some(check) = &policy.check {
+        jobs.push((JobKind::Check, &check.schedule));
+    }
+    jobs.sort_by_key(|(kind, _)| *kind);
+    jobs
+}
+
+/// The desired state of a valid configuration: every host, every repository, and each
+/// policy's jobs on each host it selects, sorted by host, policy and kind.
+#[must_use]
+pub fn desired(config: &Config) -> FleetState {
+    let hosts = config
+        .hosts
+        .values()
+        .map(|host| {
+            let record = HostRecord {
+                name: host.name.clone(),
+                paused: host.paused,
+                agent_key: host.agent_key.map(|key| key.to_string()),
+            };
+            (host.name.clone(), record)
+        })
+        .collect();
+
+    // Digests and schedule texts are shared by every host with the same policy and zone:
+    // computed once each, so 10,000 hosts cost 10,000 clones, not 10,000 hashes.
+    let digests: HashMap<(&str, JobKind), Arc<str>> = config
+        .policies
+        .values()
+        .flat_map(|policy| {
+            policy_jobs(policy)
+                .into_iter()
+                .map(move |(kind, _)| ((policy.name.as_str(), kind), content_digest(policy, kind)))
+        })
+        .collect();
+    let mut schedule_texts: HashMap<(&str, JobKind, Arc<str>), String> = HashMap::new();
+
+    let mut assignments = Vec::new();
+    for (host, placed) in placements(config) {
+        let zone = host_zone(host);
+        for placement in placed {
+            let policy = placement.policy;
+            for (kind, schedule) in policy_jobs(policy) {
+                let zone_name = schedule
+                    .timezone
+                    .as_ref()
+                    .map_or_else(|| Arc::clone(&zone.name), |z| Arc::clone(&z.name));
+                let text = schedule_texts
+                    .entry((policy.name.as_str(), kind, zone_name))
+                    .or_insert_with(|| schedule_text(schedule, host))
+                    .clone();
+                assignments.push(AppliedAssignment {
+                    key: AssignmentKey {
+                        host: host.name.clone(),
+                        policy: policy.name.clone(),
+                        kind,
+                    },
+                    repository: policy.repository.clone(),
+                    schedule: text,
+                    content_digest: Arc::clone(&digests[&(policy.name.as_str(), kind)]),
+                });
+            }
+        }
+    }
+
+    FleetState {
+        hosts,
+        assignments,
+        repositories: config.repositories.keys().cloned().collect(),
+    }
+}
+
+/// The schedule as stored and compared: its display form with the zone filled in.
+fn schedule_text(schedule: &Schedule, host: &crate::config::model::Host) -> String {
+    crate::config::effective::in_zone(schedule, host).to_string()
+}
+
+/// The part of a policy one kind of job carries besides its schedule, hashed.
+fn content_digest(policy: &Policy, kind: JobKind) -> Arc<str> {
+    #[derive(Serialize)]
+    struct Backup<'a> {
+        paths: &'a [String],
+        exclude: &'a [String],
+        exclude_if_present: &'a [String],
+        exclude_caches: bool,
+        one_file_system: bool,
+        tags: &'a [String],
+        missed_run: crate::config::model::MissedRun,
+        max_duration: i64,
+        partial_is_success: bool,
+        hooks: &'a crate::config::model::Hooks,
+    }
+
+    let content = match kind {
+        JobKind::Backup => serde_json::to_value(Backup {
+            paths: &policy.paths,
+            exclude: &policy.exclude,
+            exclude_if_present: &policy.exclude_if_present,
+            exclude_caches: policy.exclude_caches,
+            one_file_system: policy.one_file_system,
+            tags: &policy.tags,
+            missed_run: policy.missed_run,
+            max_duration: policy.max_duration.as_secs(),
+            partial_is_success: policy.partial_is_success,
+            hooks: &policy.hooks,
+        }),
+        JobKind::Forget => serde_json::to_value(&policy.retention),
+        JobKind::Prune => serde_json::to_value(policy.prune.as_ref().map(|p| &p.max_unused)),
+        JobKind::Check => serde_json::to_value(policy.check.as_ref().map(|c| &c.read_data_subset)),
+        JobKind::Init | JobKind::Unlock | JobKind::Snapshots => Ok(serde_json::Value::Null),
+    }
+    .unwrap_or(serde_json::Value::Null);
+    let digest = sha2::Sha256::digest(content.to_string().as_bytes());
+    Arc::from(hex::encode(&digest[..8]))
+}
+
+/// The actions that turn `applied` into `desired`, hosts first, then assignments, then
+/// repositories, each group sorted by name.
+#[must_use]
+pub fn diff(applied: &FleetState, desired: &FleetState) -> Vec<Action> {
+    let mut actions = Vec::new();
+    diff_hosts(applied, desired, &mut actions);
+    diff_assignments(&applied.assignments, &desired.assignments, &mut actions);
+
+    // A repository is "added" when a revision first declares it; the scheduler then runs
+    // `init` before any backup goes to it.
+    for name in desired.repositories.difference(&applied.repositories) {
+        actions.push(Action::RepositoryAdded {
+            repository: name.clone(),
+        });
+    }
+    for name in applied.repositories.difference(&desired.repositories) {
+        actions.push(Action::RepositoryRemoved {
+            repository: name.clone(),
+        });
+    }
+    actions
+}
+
+fn diff_hosts(applied: &FleetState, desired: &FleetState, actions: &mut Vec<Action>) {
+    for (name, want) in &desired.hosts {
+        let Some(have) = applied.hosts.get(name) else {
+            actions.push(Action::HostAdded { host: name.clone() });
+            if want.paused {
+                actions.push(Action::HostPaused { host: name.clone() });
+            }
+            continue;
+        };
+        if have.agent_key != want.agent_key {
+            actions.push(Action::AgentKeyChanged { host: name.clone() });
+        }
+        match (have.paused, want.paused) {
+            (false, true) => actions.push(Action::HostPaused { host: name.clone() }),
+            (true, false) => actions.push(Action::HostResumed { host: name.clone() }),
+            _ => {}
+        }
+    }
+    for name in applied.hosts.keys() {
+        if !desired.hosts.contains_key(name) {
+            actions.push(Action::HostRemoved { host: name.clone() });
+        }
+    }
+}
+
+/// A merge of two lists sorted by key.
+fn diff_assignments(
+    applied: &[AppliedAssignment],
+    desired: &[AppliedAssignment],
+    actions: &mut Vec<Action>,
+) {
+    let (mut old, mut new) = (applied.iter().peekable(), desired.iter().peekable());
+    loop {
+        match (old.peek(), new.peek()) {
+            (None, None) => break,
+            (Some(o), Some(n)) if o.key == n.key => {
+                if o != n {
+                    actions.push(Action::AssignmentChanged {
+                        old: (*o).clone(),
+                        new: (*n).clone(),
+                    });
+                }
+                old.next();
+                new.next();
+            }
+            (Some(o), Some(n)) if o.key < n.key => {
+                actions.push(Action::AssignmentRemoved((*o).clone()));
+                old.next();
+            }
+            (Some(o), None) => {
+                actions.push(Action::AssignmentRemoved((*o).clone()));
+                old.next();
+            }
+            (_, Some(n)) => {
+                actions.push(Action::AssignmentAdded((*n).clone()));
+                new.next();
+            }
+        }
+    }
+}
+
+/// What an assignment change consists of, for the audit log: `schedule: A → B`, and whether
+/// the repository or the job's content changed.
+#[must_use]
+pub fn describe_change(old: &AppliedAssignment, new: &AppliedAssignment) -> String {
+    let mut parts = Vec::new();
+    if old.schedule != new.schedule {
+        parts.push(format!("schedule: {} → {}", old.schedule, new.schedule));
+    }
+    if old.repository != new.repository {
+        parts.push(format!(
+            "repository: {} → {}",
+            old.repository, new.repository
+        ));
+    }
+    if old.content_digest != new.content_digest {
+        parts.push("settings changed (paths, excludes, retention, hooks or limits)".to_owned());
+    }
+    parts.join("; ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::testing;
+
+    fn fleet(policy_extra: &str, hosts: &[&str]) -> Config {
+        let mut files: Vec<(String, String)> = hosts
+            .iter()
+            .map(|h| {
+                (
+                    format!("hosts/{h}.toml"),
+                    "labels = { role = \"web\" }\n".to_owned(),
+                )
+            })
+            .collect();
+        files.push((
+            "policies/web.toml".into(),
+            format!(
+                "hosts = {{ labels = {{ role = \"web\" }} }}\nrepository = \"main\"\n\
+                 paths = [\"/srv\"]\nschedule = {{ cron = \"0 2 * * *\" }}\n{policy_extra}"
+            ),
+        ));
+        files.push((
+            "repositories/main.toml".into(),
+            testing::repository("/srv/repo"),
+        ));
+        let refs: Vec<(&str, &str)> = files
+            .iter()
+            .map(|(a, b)| (a.as_str(), b.as_str()))
+            .collect();
+        testing::config(&refs)
+    }
+
+    #[test]
+    fn a_first_revision_adds_everything_and_a_second_identical_one_nothing() {
+        let config = fleet("retention = { keep-daily = 7 }\n", &["a", "b"]);
+        let want = desired(&config);
+        let actions = diff(&FleetState::default(), &want);
+        let names: Vec<_> = actions.iter().map(|a| (a.name(), a.subject())).collect();
+        assert_eq!(
+            names,
+            [
+                ("host-added", "a".to_owned()),
+                ("host-added", "b".to_owned()),
+                ("assignment-added", "a/web/backup".to_owned()),
+                ("assignment-added", "a/web/forget".to_owned()),
+                ("assignment-added", "b/web/backup".to_owned()),
+                ("assignment-added", "b/web/forget".to_owned()),
+                ("repository-added", "main".to_owned()),
+            ]
+        );
+        assert!(diff(&want, &desired(&config)).is_empty());
+    }
+
+    #[test]
+    fn a_schedule_change_is_one_change_per_host_naming_both_schedules() {
+        let old = desired(&fleet("", &["a"]));
+        let config = fleet("", &["a"]);
+        let mut new = desired(&config);
+        new.assignments[0].schedule = "cron `0 3 * * *` (UTC)".into();
+        let actions = diff(&old, &new);
+        assert_eq!(actions.len(), 1);
+        let Action::AssignmentChanged { old, new } = &actions[0] else {
+            panic!("{actions:?}");
+        };
+        assert_eq!(
+            describe_change(old, new),
+            "schedule: cron `0 2 * * *` (UTC) → cron `0 3 * * *` (UTC)"
+        );
+    }
+
+    #[test]
+    fn changing_paths_changes_the_backup_but_not_the_forget() {
+        let old = desired(&fleet("retention = { keep-daily = 7 }\n", &["a"]));
+        let config = fleet("retention = { keep-daily = 7 }\n", &["a"]);
+        let mut changed = config.clone();
+        changed
+            .policies
+            .get_mut("web")
+            .unwrap()
+            .paths
+            .push("/etc".into());
+        let actions = diff(&old, &desired(&changed));
+        assert_eq!(actions.len(), 1, "{actions:?}");
+        assert_eq!(actions[0].subject(), "a/web/backup");
+        assert!(
+            describe_change(
+                match &actions[0] {
+                    Action::AssignmentChanged { old, .. } => old,
+                    other => panic!("{other:?}"),
+                },
+                match &actions[0] {
+                    Action::AssignmentChanged { new, .. } => new,
+                    other => panic!("{other:?}"),
+                }
+            )
+            .contains("settings changed")
+        );
+    }
+
+    #[test]
+    fn removing_a_host_removes_its_assignments_and_pausing_is_one_action() {
+        let old = desired(&fleet("", &["a", "b"]));
+        let new = desired(&fleet("", &["a"]));
+        let names: Vec<_> = diff(&old, &new)
+            .iter()
+            .map(|a| (a.name(), a.subject()))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("host-removed", "b".to_owned()),
+                ("assignment-removed", "b/web/backup".to_owned())
+            ]
+        );
+
+        let mut paused = fleet("", &["a"]);
+        paused.hosts.get_mut("a").unwrap().paused = true;
+        let actions = diff(&desired(&fleet("", &["a"])), &desired(&paused));
+        assert_eq!(actions, [Action::HostPaused { host: "a".into() }]);
+    }
+
+    #[test]
+    fn host_time_zones_reach_the_schedule_text() {
+        let (config, _) = testing::example_config_with_identity();
+        let state = desired(&config);
+        let db = state
+            .assignments
+            .iter()
+            .find(|a| a.key.host == "db-1" && a.key.kind == JobKind::Backup)
+            .unwrap();
+        assert!(db.schedule.contains("Europe/Berlin"), "{}", db.schedule);
+        assert!(
+            state.assignments.windows(2).all(|w| w[0].key < w[1].key),
+            "sorted by key"
+        );
+    }
+}
