@@ -5,6 +5,7 @@ mod common;
 mod plan;
 mod schema;
 mod secrets;
+mod serve;
 mod show;
 mod validate;
 mod validate_rev;

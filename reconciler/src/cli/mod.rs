@@ -3,8 +3,10 @@
 //! Exit codes are part of the interface: validate exits 0 valid, 1 invalid, 2 usage or I/O
 //! error; plan exits 0 no change, 1 changes, 2 error, 3 risky change with `--fail-on-risky`.
 
+mod audit;
 mod keys;
 mod plan;
+mod serve;
 mod show;
 mod validate;
 
@@ -32,6 +34,10 @@ enum Command {
     Keygen(keys::KeygenArgs),
     /// Seal a secret read from stdin for use in a config file.
     Seal(keys::SealArgs),
+    /// Run the server: follow the config repository, schedule jobs, serve the agents.
+    Serve(serve::Args),
+    /// Read the server's audit log, or check its hash chain (`audit verify`).
+    Audit(audit::Args),
 }
 
 /// Output format of the reporting commands.
@@ -44,7 +50,6 @@ pub enum Format {
 /// Parses the command line, runs the subcommand and returns its exit code.
 #[must_use]
 pub fn main() -> ExitCode {
-    init_tracing();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
@@ -53,20 +58,28 @@ pub fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
+    // The server reports its state changes; the one-shot commands only their warnings.
+    init_tracing(if matches!(cli.command, Command::Serve(_)) {
+        "info"
+    } else {
+        "warn"
+    });
     let code = match cli.command {
         Command::Validate(args) => validate::run(&args),
         Command::Show(args) => show::run(&args),
         Command::Plan(args) => plan::run(&args),
         Command::Keygen(args) => keys::keygen(&args),
         Command::Seal(args) => keys::seal(&args),
+        Command::Serve(args) => serve::run(args),
+        Command::Audit(args) => audit::run(&args),
     };
     ExitCode::from(code)
 }
 
-/// Logs go to stderr (stdout is for data), filtered by `RUST_LOG`, warnings by default.
-fn init_tracing() {
+/// Logs go to stderr (stdout is for data), filtered by `RUST_LOG`, else at `default`.
+fn init_tracing(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

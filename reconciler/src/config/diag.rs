@@ -286,7 +286,8 @@ fn too_wide(text: &str, span: &Range<usize>) -> bool {
 /// Replaces control characters, which could move the cursor or forge output lines on a
 /// terminal or in a CI log, by one `?` per byte, so spans into text cleaned this way stay
 /// valid. Line breaks and tabs are kept.
-fn printable(text: &str) -> String {
+#[must_use]
+pub fn printable(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         if is_unsafe_control(c) {

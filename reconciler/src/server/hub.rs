@@ -156,9 +156,11 @@ async fn next_text(stream: &mut Stream) -> Result<String, HandshakeError> {
             return Ok(text.to_owned());
         }
         if frame.is_binary() {
-            return Err(HandshakeError::Protocol(protocol::ProtocolError::Malformed(
-                "binary frames are not part of the protocol".to_owned(),
-            )));
+            return Err(HandshakeError::Protocol(
+                protocol::ProtocolError::Malformed(
+                    "binary frames are not part of the protocol".to_owned(),
+                ),
+            ));
         }
     }
 }
@@ -185,9 +187,9 @@ async fn handshake(
     addr: &str,
     server: &Server,
 ) -> Result<Option<Hello>, HandshakeError> {
-    let hello = match protocol::decode::<AgentMessage>(&next_text(stream).await?)? {
-        AgentMessage::Hello(hello) => hello,
-        _ => return Err(HandshakeError::Unexpected { expected: "hello" }),
+    let AgentMessage::Hello(hello) = protocol::decode::<AgentMessage>(&next_text(stream).await?)?
+    else {
+        return Err(HandshakeError::Unexpected { expected: "hello" });
     };
     if hello.protocol != PROTOCOL_VERSION {
         let reason = protocol::ProtocolError::VersionMismatch {
@@ -195,7 +197,13 @@ async fn handshake(
         }
         .to_string();
         warn!(host = %hello.host, %reason, "agent speaks another protocol version");
-        reject(sink, format!("{reason}: upgrade the agent or the server"), None, None).await;
+        reject(
+            sink,
+            format!("{reason}: upgrade the agent or the server"),
+            None,
+            None,
+        )
+        .await;
         return Ok(None);
     }
 
@@ -211,13 +219,12 @@ async fn handshake(
     };
     send(sink, &challenge).await?;
 
-    let signature = match protocol::decode::<AgentMessage>(&next_text(stream).await?)? {
-        AgentMessage::Authenticate { signature } => signature,
-        _ => {
-            return Err(HandshakeError::Unexpected {
-                expected: "authenticate",
-            });
-        }
+    let AgentMessage::Authenticate { signature } =
+        protocol::decode::<AgentMessage>(&next_text(stream).await?)?
+    else {
+        return Err(HandshakeError::Unexpected {
+            expected: "authenticate",
+        });
     };
     let message = protocol::auth_message(
         &server.server_id,

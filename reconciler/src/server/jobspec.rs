@@ -123,8 +123,6 @@ pub fn build(
     match key.kind {
         JobKind::Backup => {
             spec.max_duration_secs = u64::try_from(policy.max_duration.as_secs()).unwrap_or(1);
-            // A repository new to the fleet is created by its first backup.
-            spec.init_if_missing = true;
             spec.backup = Some(BackupSpec {
                 paths: policy.paths.clone(),
                 exclude: policy.exclude.clone(),
@@ -170,7 +168,10 @@ pub fn build(
                 read_data_subset: check.read_data_subset.clone(),
             });
         }
-        JobKind::Init | JobKind::Unlock | JobKind::Snapshots => {}
+        // An init creates the repository only when `cat config` finds none; a backup never
+        // does, so a repository that vanished is reported instead of silently started anew.
+        JobKind::Init => spec.init_if_missing = true,
+        JobKind::Unlock | JobKind::Snapshots => {}
     }
     Ok(spec)
 }
@@ -200,7 +201,7 @@ mod tests {
         .unwrap();
         let backup = spec.backup.unwrap();
         assert_eq!(backup.paths, ["/etc", "/root", "/home"]);
-        assert!(spec.init_if_missing);
+        assert!(!spec.init_if_missing, "only init jobs create repositories");
         assert_eq!(spec.max_duration_secs, 4 * 3600);
         assert!(!spec.repository.password.expose().is_empty());
         assert!(spec.repository.password.expose().trim() == spec.repository.password.expose());

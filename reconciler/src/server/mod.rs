@@ -2,12 +2,117 @@
 //! [`watch`], [`webhook`]), keeps its state in `SQLite`, turns the applied revision into
 //! schedules, and dispatches jobs ([`jobspec`]) to agents.
 
+pub mod dispatch;
+pub mod follow;
+pub mod http;
+pub mod hub;
 pub mod jobspec;
 pub mod model;
+pub mod reconcile;
+pub mod run;
+pub mod scheduler;
 pub mod settings;
 pub mod source;
+pub mod store;
 pub mod watch;
 pub mod webhook;
 
 #[cfg(test)]
 mod testutil;
+
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use tokio::sync::{Notify, mpsc};
+use tracing::info;
+
+pub use run::Server;
+use settings::{Settings, Source};
+
+/// Starts the server and runs it until Ctrl-C or SIGTERM. Everything that can be wrong with
+/// the settings, the data directory or the identity is reported before anything listens.
+pub async fn serve(settings: Settings) -> anyhow::Result<()> {
+    let store = store::Store::open(&settings.data_dir)?;
+    let identity = crate::secrets::load_identity(&settings.identity).with_context(|| {
+        format!(
+            "cannot load the server identity {}; create one with `restic-manager keygen \
+             --identity {}`",
+            settings.identity.display(),
+            settings.identity.display()
+        )
+    })?;
+    let webhook_secret = settings
+        .webhook_secret_file
+        .as_deref()
+        .map(webhook::WebhookSecret::from_file)
+        .transpose()?;
+    let mut source = follow::open_source(&settings)?;
+    let listener = tokio::net::TcpListener::bind(settings.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", settings.listen))?;
+    let listen = listener.local_addr()?;
+
+    let server = Arc::new(Server::new(settings, store, identity, webhook_secret));
+    follow::restore(&server, &mut source);
+
+    // A local repository is watched so a commit is picked up at once; polling covers both.
+    let (changes_tx, changes) = mpsc::channel(1);
+    let _watch = match &server.settings.source {
+        Source::Local(path) => Some(watch::watch_repository(
+            path,
+            watch::DEFAULT_DEBOUNCE,
+            changes_tx,
+        )?),
+        Source::Remote(_) => None,
+    };
+
+    let shutdown = Arc::new(Notify::new());
+    let follower = tokio::spawn(follow::follow(
+        Arc::clone(&server),
+        source,
+        changes,
+        Arc::clone(&shutdown),
+    ));
+    let scheduler = tokio::spawn(dispatch::schedule(
+        Arc::clone(&server),
+        Arc::clone(&shutdown),
+    ));
+
+    info!(%listen, source = %source_text(&server.settings), "restic-manager serve listening");
+    let stop = {
+        let shutdown = Arc::clone(&shutdown);
+        let server = Arc::clone(&server);
+        async move {
+            shutdown_signal().await;
+            info!("shutting down");
+            shutdown.notify_waiters();
+            server.hub.close_all();
+        }
+    };
+    warp::serve(http::routes(Arc::clone(&server)))
+        .incoming(listener)
+        .graceful(stop)
+        .run()
+        .await;
+    shutdown.notify_waiters();
+    let _ = follower.await;
+    let _ = scheduler.await;
+    Ok(())
+}
+
+fn source_text(settings: &Settings) -> String {
+    match &settings.source {
+        Source::Local(path) => format!("{} ({})", path.display(), settings.branch),
+        Source::Remote(url) => format!("{} ({})", source::redact_url(url), settings.branch),
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("installing a SIGTERM handler works");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

@@ -197,9 +197,9 @@ fn read_file(path: &Path) -> Result<SettingsFile, SettingsError> {
     })
 }
 
-/// A URL with a scheme git speaks over the network is remote; anything else is a path.
+/// A URL is remote (cloned into the data directory); anything else is a path read in place.
 fn parse_source(text: &str) -> Result<Source, SettingsError> {
-    let remote = ["https://", "http://", "ssh://", "git://"]
+    let remote = ["https://", "http://", "ssh://", "git://", "file://"]
         .iter()
         .any(|scheme| text.starts_with(scheme))
         // scp-like `git@host:org/repo.git`
@@ -208,8 +208,7 @@ fn parse_source(text: &str) -> Result<Source, SettingsError> {
         url_check(text)?;
         return Ok(Source::Remote(text.to_owned()));
     }
-    let path = text.strip_prefix("file://").unwrap_or(text);
-    Ok(Source::Local(PathBuf::from(path)))
+    Ok(Source::Local(PathBuf::from(text)))
 }
 
 fn url_check(text: &str) -> Result<(), SettingsError> {
@@ -321,14 +320,24 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_example_settings_file_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../dist/server.toml");
+        let s = Settings::resolve(Some(&path), Overrides::default()).unwrap();
+        assert_eq!(s.data_dir, PathBuf::from("/var/lib/restic-manager"));
+        assert!(matches!(s.source, Source::Remote(_)));
+        assert!(s.webhook_secret_file.is_some());
+    }
+
+    #[test]
     fn sources_are_told_apart() {
         assert_eq!(
             parse_source("git@github.com:org/fleet.git").unwrap(),
             Source::Remote("git@github.com:org/fleet.git".into())
         );
+        // An explicit URL is cloned, even on this machine; a path is read in place.
         assert_eq!(
-            parse_source("file:///srv/fleet").unwrap(),
-            Source::Local("/srv/fleet".into())
+            parse_source("file:///srv/fleet.git").unwrap(),
+            Source::Remote("file:///srv/fleet.git".into())
         );
         assert_eq!(
             parse_source("./fleet").unwrap(),

@@ -1,0 +1,74 @@
+//! `restic-manager serve`: flags and environment for the server, then the server itself.
+
+use std::path::PathBuf;
+
+use crate::server::settings::{Overrides, Settings};
+
+/// Every option can also be set in the settings file (`--config`) and by its environment
+/// variable; a flag wins over the environment, which wins over the file.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Settings file (TOML) with any of the options below.
+    #[arg(long, env = "RM_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Address and port to listen on. [default: 127.0.0.1:8080]
+    #[arg(long, env = "RM_LISTEN")]
+    pub listen: Option<String>,
+    /// Directory for the state database and the clone of a remote repository.
+    /// [default: ./data]
+    #[arg(long, env = "RM_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// The server's age identity, which opens sealed values. [default: `DATA_DIR/identity.txt`]
+    #[arg(long, env = "RM_IDENTITY")]
+    pub identity: Option<PathBuf>,
+    /// The config repository: a local path, or an https:// or ssh:// URL.
+    #[arg(long, env = "RM_REPOSITORY")]
+    pub repository: Option<String>,
+    /// Branch to follow. [default: main]
+    #[arg(long, env = "RM_BRANCH")]
+    pub branch: Option<String>,
+    /// Time between two fetches, such as 30s or 5m. [default: 1m]
+    #[arg(long, env = "RM_POLL_INTERVAL")]
+    pub poll_interval: Option<String>,
+    /// File holding the shared secret of POST /hooks/git.
+    #[arg(long, env = "RM_WEBHOOK_SECRET_FILE")]
+    pub webhook_secret_file: Option<PathBuf>,
+}
+
+/// Runs the server; 0 after a clean shutdown, 2 when it could not start.
+pub fn run(args: Args) -> u8 {
+    let empty_as_none = |p: Option<PathBuf>| p.filter(|p| !p.as_os_str().is_empty());
+    let over = Overrides {
+        listen: args.listen,
+        data_dir: empty_as_none(args.data_dir),
+        identity: empty_as_none(args.identity),
+        repository: args.repository,
+        branch: args.branch,
+        poll_interval: args.poll_interval,
+        webhook_secret_file: empty_as_none(args.webhook_secret_file),
+    };
+    let settings = match Settings::resolve(empty_as_none(args.config).as_deref(), over) {
+        Ok(settings) => settings,
+        Err(e) => {
+            super::report_error(&anyhow::Error::new(e));
+            return 2;
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            super::report_error(&anyhow::Error::new(e).context("cannot start the runtime"));
+            return 2;
+        }
+    };
+    match runtime.block_on(crate::server::serve(settings)) {
+        Ok(()) => 0,
+        Err(e) => {
+            super::report_error(&e);
+            2
+        }
+    }
+}

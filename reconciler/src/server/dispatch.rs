@@ -1,0 +1,357 @@
+//! The scheduler loop: once a second (or when woken), queue the assignments that came due,
+//! expire jobs past their deadline, and send ready jobs to connected agents.
+//!
+//! Order matters for crash safety. A job is queued in the same transaction as the schedule
+//! state it advances, so a crash queues it again with the same id or not at all. A job is
+//! marked dispatched before it is sent, so a crash between the two leaves a dispatched job its
+//! agent does not report running, which goes back to the queue when the agent reconnects; the
+//! agent knows job ids, so a job it already ran is never run again.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::{SignedDuration, Timestamp};
+use protocol::{JobResult, Outcome, ServerMessage};
+use tokio::sync::Notify;
+use tracing::{error, info, info_span, warn};
+
+use crate::config::model::{Backend, Config};
+
+use super::jobspec;
+use super::model::{AssignmentKey, JobKind, JobState};
+use super::run::{Applied, Server};
+use super::scheduler::{self, Activity, Decision, Running};
+use super::store::{JobRecord, NewJob, Store, StoreError};
+
+/// How long after a failed init the next one is tried.
+const INIT_RETRY: SignedDuration = SignedDuration::from_mins(10);
+
+/// Queues due jobs, expires late ones and dispatches ready ones, until `shutdown` fires.
+pub async fn schedule(server: Arc<Server>, shutdown: Arc<Notify>) {
+    loop {
+        let task_server = Arc::clone(&server);
+        let result = tokio::task::spawn_blocking(move || tick(&task_server)).await;
+        if let Err(e) = result {
+            error!(error = %e, "scheduler tick failed");
+        }
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+            () = server.wake.notified() => {}
+            () = shutdown.notified() => return,
+        }
+    }
+}
+
+/// Answers the scheduler's "is a run of this assignment still going?" from the store.
+struct StoreRunning<'a>(&'a Store);
+
+impl Running for StoreRunning<'_> {
+    fn active(&self, key: &AssignmentKey) -> Option<(String, JobState)> {
+        match self.0.active_job(key) {
+            Ok(active) => active,
+            Err(e) => {
+                error!(error = %e, assignment = %key, "could not look up running jobs");
+                None
+            }
+        }
+    }
+}
+
+/// One scheduler step. Runs on the blocking pool.
+pub fn tick(server: &Server) {
+    let now = Timestamp::now();
+    let Some(applied) = server.applied() else {
+        return;
+    };
+    let span = info_span!("tick");
+    let _enter = span.enter();
+
+    queue_due(server, now);
+    let mut store = server.store.lock().expect("store lock");
+    match store.expire_jobs(now) {
+        Ok(late) => {
+            for job in late {
+                warn!(job_id = %job.id, host = %job.host, policy = %job.policy, kind = %job.kind, "job missed its deadline");
+            }
+        }
+        Err(e) => error!(error = %e, "could not expire late jobs"),
+    }
+    drop(store);
+    dispatch(server, &applied, now);
+}
+
+/// Turns due assignments into jobs, written with their schedule state in one transaction.
+fn queue_due(server: &Server, now: Timestamp) {
+    let mut scheduler = server.scheduler.lock().expect("scheduler lock");
+    if scheduler.next_due().is_none_or(|due| due > now) {
+        return;
+    }
+    let mut store = server.store.lock().expect("store lock");
+    let due = scheduler.take_due(now, &StoreRunning(&store));
+    if due.jobs.is_empty() && due.states.is_empty() {
+        return;
+    }
+    match store.queue_jobs(&due.jobs, &due.states, now) {
+        Ok(new) => {
+            for job in due.jobs.iter().filter(|j| new.contains(&j.id)) {
+                let span = info_span!("job", job_id = %job.id, host = %job.key.host, policy = %job.key.policy);
+                let _enter = span.enter();
+                match (&job.state, &job.reason) {
+                    (JobState::Queued, None) => info!(kind = %job.key.kind, "job queued"),
+                    (JobState::Queued, Some(reason)) => {
+                        info!(kind = %job.key.kind, %reason, "job queued");
+                    }
+                    (_, reason) => {
+                        warn!(kind = %job.key.kind, state = %job.state, reason = reason.as_deref().unwrap_or(""), "run not started");
+                    }
+                }
+            }
+        }
+        Err(e) => {
+            // The store did not advance, so the in-memory schedule must not either: rebuild
+            // it from the store and try these instants again on the next tick.
+            error!(error = %e, "could not queue due jobs; retrying");
+            drop(store);
+            if let Some(applied) = server.applied() {
+                let states = server.store.lock().expect("store lock").schedule_states();
+                if let Ok(states) = states {
+                    *scheduler = scheduler::Scheduler::build(
+                        &scheduler::scheduled(&applied.config),
+                        &states,
+                        now,
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// Where jobs on a repository are coordinated: shared by every host, except for a path on
+/// the host's own disk, which is each host's own repository.
+#[must_use]
+pub fn scope_of(config: &Config, repository: &str, host: &str) -> Arc<str> {
+    match config.repositories.get(repository).map(|r| r.url.backend) {
+        Some(Backend::Local) => format!("{repository}@{host}").into(),
+        _ => repository.into(),
+    }
+}
+
+/// Sends ready jobs to connected agents, keeping jobs that share a repository apart and
+/// holding every job back until its host has initialised its repository.
+fn dispatch(server: &Server, applied: &Applied, now: Timestamp) {
+    let connected: HashSet<String> = server.hub.connected().into_iter().collect();
+    if connected.is_empty() {
+        return;
+    }
+    let mut store = server.store.lock().expect("store lock");
+    let lists = store
+        .jobs_in_states(&[JobState::Queued, JobState::Deferred])
+        .and_then(|waiting| {
+            Ok((
+                waiting,
+                store.jobs_in_states(&[JobState::Dispatched, JobState::Running])?,
+                store.initialized()?,
+            ))
+        });
+    let (waiting, in_flight, mut initialized) = match lists {
+        Ok(lists) => lists,
+        Err(e) => {
+            error!(error = %e, "could not list jobs to dispatch");
+            return;
+        }
+    };
+
+    let config = &applied.config;
+    let mut activity = Activity::default();
+    for job in &in_flight {
+        activity.started(
+            job.kind,
+            &scope_of(config, &job.repository, &job.host),
+            &job.id,
+        );
+    }
+    let ready: Vec<&JobRecord> = waiting
+        .iter()
+        .filter(|job| {
+            job.run_after <= now
+                && connected.contains(&job.host)
+                && config.hosts.get(&job.host).is_some_and(|h| !h.paused)
+        })
+        .collect();
+    for job in &ready {
+        if job.kind.is_maintenance() {
+            activity.waiting(&scope_of(config, &job.repository, &job.host));
+        }
+    }
+
+    let mut init_queued: HashMap<(String, String), String> = HashMap::new();
+    for job in ready {
+        let span = info_span!("job", job_id = %job.id, host = %job.host, policy = %job.policy);
+        let _enter = span.enter();
+        let pair = (job.host.clone(), job.repository.clone());
+
+        if job.kind != JobKind::Init && !initialized.contains(&pair) {
+            let init = match init_queued.get(&pair) {
+                Some(id) => Ok(Some(id.clone())),
+                None => ensure_init(&mut store, job, now),
+            };
+            match init {
+                Ok(Some(id)) => {
+                    let reason = format!(
+                        "waiting for repository `{}` to be initialised on {} (job {id})",
+                        job.repository, job.host
+                    );
+                    init_queued.insert(pair, id);
+                    defer(&mut store, job, &reason, now);
+                    continue;
+                }
+                // Initialised meanwhile (a result just arrived): go ahead.
+                Ok(None) => {
+                    initialized.insert(pair);
+                }
+                Err(e) => {
+                    error!(error = %e, "could not queue the repository's init");
+                    continue;
+                }
+            }
+        }
+
+        let scope = scope_of(config, &job.repository, &job.host);
+        if let Decision::Defer { reason } = scheduler::may_start(job.kind, &scope, &activity) {
+            defer(&mut store, job, &reason, now);
+            continue;
+        }
+        let key = AssignmentKey {
+            host: job.host.clone(),
+            policy: job.policy.clone(),
+            kind: job.kind,
+        };
+        let spec = match jobspec::build(config, &server.identity, &job.id, &key) {
+            Ok(spec) => spec,
+            Err(e) => {
+                error!(error = %e, "job cannot be built; failed");
+                let result = failed_result(&job.id, &e.to_string(), now);
+                let _ = store.finish_job(&job.id, &result, JobState::Failed, None);
+                continue;
+            }
+        };
+        match store.transition(
+            &job.id,
+            &[JobState::Queued, JobState::Deferred],
+            JobState::Dispatched,
+            None,
+            now,
+        ) {
+            Ok(true) => {}
+            Ok(false) => continue,
+            Err(e) => {
+                error!(error = %e, "could not mark job dispatched");
+                continue;
+            }
+        }
+        // Persisted first: see the module's note on crash safety.
+        if server
+            .hub
+            .send(&job.host, ServerMessage::Job(Box::new(spec)))
+        {
+            info!(kind = %job.kind, "job dispatched");
+            activity.started(job.kind, &scope, &job.id);
+        }
+    }
+}
+
+/// Moves a queued job to deferred (once) with the reason it waits.
+fn defer(store: &mut Store, job: &JobRecord, reason: &str, now: Timestamp) {
+    if job.state == JobState::Queued || job.reason.as_deref() != Some(reason) {
+        match store.transition(
+            &job.id,
+            &[JobState::Queued, JobState::Deferred],
+            JobState::Deferred,
+            Some(reason),
+            now,
+        ) {
+            Ok(_) => info!(%reason, "job deferred"),
+            Err(e) => error!(error = %e, "could not defer job"),
+        }
+    }
+}
+
+/// Makes sure an init of the job's repository on its host is queued or running. Returns the
+/// init's id, or `None` when the repository turns out to be initialised.
+fn ensure_init(
+    store: &mut Store,
+    job: &JobRecord,
+    now: Timestamp,
+) -> Result<Option<String>, StoreError> {
+    if store.is_initialized(&job.host, &job.repository)? {
+        return Ok(None);
+    }
+    if let Some(last) = store.last_init(&job.host, &job.repository)? {
+        let recent = last
+            .finished_at
+            .is_some_and(|at| now.duration_since(at) < INIT_RETRY);
+        if !last.state.is_terminal() || recent {
+            return Ok(Some(last.id));
+        }
+    }
+    let id = queue_followup(store, job, JobKind::Init)?;
+    info!(init = %id, repository = %job.repository, "repository not initialised on this host yet; init queued");
+    Ok(Some(id))
+}
+
+/// Queues a job the server makes itself (an init, or an unlock after a lock got in the way)
+/// for the same host, policy and repository as `job`. Returns its id.
+pub fn queue_followup(
+    store: &mut Store,
+    job: &JobRecord,
+    kind: JobKind,
+) -> Result<String, StoreError> {
+    let now = Timestamp::now();
+    let key = AssignmentKey {
+        host: job.host.clone(),
+        policy: job.policy.clone(),
+        kind,
+    };
+    if let Some((id, _)) = store.active_job(&key)? {
+        return Ok(id);
+    }
+    let id = format!(
+        "{}.{}.{}.{}",
+        job.host,
+        job.policy,
+        kind,
+        now.as_millisecond()
+    );
+    let new = NewJob {
+        id: id.clone(),
+        key,
+        repository: job.repository.clone(),
+        state: JobState::Queued,
+        reason: None,
+        instant: None,
+        catch_up: false,
+        run_after: now,
+        deadline: now + scheduler::MAX_WAIT,
+        max_duration_secs: scheduler::MAINTENANCE_MAX_SECS,
+    };
+    store.queue_jobs(&[new], &[], now)?;
+    Ok(id)
+}
+
+/// A result for a job that never reached an agent.
+fn failed_result(job_id: &str, message: &str, at: Timestamp) -> JobResult {
+    JobResult {
+        job_id: job_id.to_owned(),
+        outcome: Outcome::Failed,
+        message: message.to_owned(),
+        exit_code: None,
+        started_at: at,
+        finished_at: at,
+        summary: None,
+        unreadable: Vec::new(),
+        initialized: false,
+        stderr_tail: String::new(),
+        snapshots: None,
+    }
+}

@@ -1,0 +1,198 @@
+//! Following the config repository: fetch the branch, validate each new revision in full, and
+//! apply the valid ones. An invalid revision is recorded with its errors and never applied;
+//! the last good one stays in force. A fetch that fails (branch deleted, remote unreachable,
+//! clone corrupt) changes nothing but the error shown.
+
+use std::sync::Arc;
+
+use tokio::sync::{Notify, mpsc};
+use tracing::{error, info, info_span, warn};
+
+use crate::config::model::Config;
+
+use super::model::RevisionInfo;
+use super::run::{Applied, Server};
+use super::scheduler::{self, Scheduler};
+use super::settings::{Settings, Source};
+use super::source::{Fetched, GitSource, Location, SourceError};
+
+/// Opens the git source the settings name.
+pub fn open_source(settings: &Settings) -> Result<GitSource, SourceError> {
+    match &settings.source {
+        Source::Local(path) => GitSource::local(path.clone(), &settings.branch),
+        Source::Remote(url) => GitSource::remote(url, &settings.branch, &settings.data_dir),
+    }
+}
+
+fn short(commit: &str) -> &str {
+    commit.get(..12).unwrap_or(commit)
+}
+
+/// Reads, validates and, when valid, applies a fetched revision. Runs on the blocking pool.
+pub fn consider(server: &Server, fetched: &Fetched) {
+    let revision = RevisionInfo {
+        commit: fetched.commit.clone(),
+        author: fetched.info.author.clone(),
+        summary: fetched.info.summary.clone(),
+        committed_at: fetched.info.time.parse::<jiff::Timestamp>().ok(),
+    };
+    let span = info_span!("reconcile", revision = %short(&revision.commit));
+    let _enter = span.enter();
+
+    let config = match read_config(server, &fetched.repo_path, &revision.commit) {
+        Ok(config) => config,
+        Err(errors) => {
+            error!(
+                author = %revision.author,
+                summary = %revision.summary,
+                "revision is invalid; the last good revision stays in force:\n{errors}"
+            );
+            let mut store = server.store.lock().expect("store lock");
+            match store.record_revision(&revision, Err(&errors)) {
+                Ok(()) => server.note_invalid(&revision.commit),
+                Err(e) => error!(error = %e, "could not record the invalid revision"),
+            }
+            return;
+        }
+    };
+
+    let desired = super::reconcile::desired(&config);
+    let assignments = scheduler::scheduled(&config);
+    let mut store = server.store.lock().expect("store lock");
+    let applied = store
+        .apply_revision(&revision, desired, fetched.rewritten_from.as_deref())
+        .and_then(|actions| Ok((actions, store.schedule_states()?)));
+    drop(store);
+    match applied {
+        Ok((actions, states)) => {
+            if fetched.rewritten_from.is_some() {
+                warn!("history of the followed branch was rewritten; following the new tip");
+            }
+            info!(actions = actions.len(), "revision applied");
+            let rebuilt = Scheduler::build(&assignments, &states, jiff::Timestamp::now());
+            *server.scheduler.lock().expect("scheduler lock") = rebuilt;
+            server.set_applied(Applied { revision, config });
+            server.wake.notify_one();
+        }
+        Err(e) => error!(error = %e, "could not apply the revision; it will be tried again"),
+    }
+}
+
+/// The configuration of a revision, or the errors that make it invalid, as text.
+fn read_config(server: &Server, repo: &std::path::Path, commit: &str) -> Result<Config, String> {
+    let files = crate::git::read_revision(repo, commit).map_err(|e| e.to_string())?;
+    let mut loaded = crate::config::load(&files);
+    if loaded.config.is_some() {
+        // A sealed value the server cannot open would fail every job that needs it: the
+        // revision is refused instead, with the file and key named.
+        if let Err(e) = crate::secrets::check_openable(&server.settings.identity, &mut loaded) {
+            return Err(format!("{e:#}"));
+        }
+    }
+    match loaded.config {
+        Some(config) if !loaded.diagnostics.has_errors() => Ok(config),
+        _ => Err(loaded.diagnostics.render_text(false)),
+    }
+}
+
+/// At start: puts the last applied revision back in force without applying it again, and
+/// rebuilds the schedule from the stored state.
+pub fn restore(server: &Server, source: &mut GitSource) {
+    let last = {
+        let store = server.store.lock().expect("store lock");
+        store.last_applied_revision()
+    };
+    let revision = match last {
+        Ok(Some(revision)) => revision,
+        Ok(None) => return,
+        Err(e) => {
+            error!(error = %e, "could not read the last applied revision");
+            return;
+        }
+    };
+    if let Err(e) = source.set_last_seen(Some(&revision.commit)) {
+        warn!(error = %e, "could not remember the last applied commit");
+    }
+    let repo = match source.location() {
+        Location::Local(path) => path.clone(),
+        Location::Remote { clone_dir, .. } => clone_dir.clone(),
+    };
+    let config = match read_config(server, &repo, &revision.commit) {
+        Ok(config) => config,
+        Err(e) => {
+            warn!(
+                revision = %short(&revision.commit),
+                "cannot read the last applied revision again; waiting for a fetch: {e}"
+            );
+            return;
+        }
+    };
+    let states = server.store.lock().expect("store lock").schedule_states();
+    match states {
+        Ok(states) => {
+            let assignments = scheduler::scheduled(&config);
+            let rebuilt = Scheduler::build(&assignments, &states, jiff::Timestamp::now());
+            *server.scheduler.lock().expect("scheduler lock") = rebuilt;
+            info!(revision = %short(&revision.commit), "last applied revision restored");
+            server.set_applied(Applied { revision, config });
+        }
+        Err(e) => error!(error = %e, "could not read the schedule state"),
+    }
+}
+
+/// Follows the config repository until `shutdown` fires.
+pub async fn follow(
+    server: Arc<Server>,
+    mut source: GitSource,
+    mut changes: mpsc::Receiver<()>,
+    shutdown: Arc<Notify>,
+) {
+    let interrupt = source.interrupt_flag();
+    loop {
+        let task_server = Arc::clone(&server);
+        let span = info_span!("fetch");
+        let done = tokio::task::spawn_blocking(move || {
+            let _enter = span.enter();
+            match source.fetch() {
+                Ok(fetched) => {
+                    task_server.set_source_error(None);
+                    // A revision already in force, or already found invalid by this process,
+                    // is not read again; a restart validates an invalid tip once more, so a
+                    // fixed identity file takes effect.
+                    let in_force = task_server
+                        .applied()
+                        .is_some_and(|a| a.revision.commit == fetched.commit);
+                    if !in_force && !task_server.is_known_invalid(&fetched.commit) {
+                        consider(&task_server, &fetched);
+                    }
+                }
+                Err(e) => {
+                    error!(
+                        error = %e,
+                        "cannot fetch the config repository; the last good revision stays in force"
+                    );
+                    task_server.set_source_error(Some(e.to_string()));
+                }
+            }
+            source
+        });
+        source = match done.await {
+            Ok(source) => source,
+            Err(e) => {
+                error!(error = %e, "the fetch task failed; the follower stops");
+                return;
+            }
+        };
+
+        let delay = super::watch::poll_delay(server.settings.poll_interval, &mut rand::rng());
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            Some(()) = changes.recv() => {}
+            () = server.fetch_now.notified() => {}
+            () = shutdown.notified() => {
+                interrupt.store(true, std::sync::atomic::Ordering::Relaxed);
+                return;
+            }
+        }
+    }
+}

@@ -1,0 +1,122 @@
+//! The server's HTTP surface: the agents' WebSocket, the git webhook, and a health check.
+//!
+//! Every route is read-only towards the fleet: nothing here can start a job or change a
+//! setting. The webhook only asks for an earlier fetch of the branch the server follows, and
+//! only with a valid signature; a bad one is answered 401 and audited.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tracing::{info, warn};
+use warp::Filter as _;
+use warp::http::{HeaderMap, StatusCode};
+
+use super::hub;
+use super::run::Server;
+use super::webhook;
+
+/// The largest webhook body accepted. Push events are small; a larger body is refused
+/// before it is read.
+const WEBHOOK_MAX_BYTES: u64 = 1024 * 1024;
+
+/// All routes.
+#[allow(
+    clippy::needless_pass_by_value,
+    reason = "the routes hold the server for as long as they live"
+)]
+pub fn routes(
+    server: Arc<Server>,
+) -> impl warp::Filter<Extract = (impl warp::Reply,), Error = std::convert::Infallible> + Clone {
+    let with_server = {
+        let server = Arc::clone(&server);
+        warp::any().map(move || Arc::clone(&server))
+    };
+
+    let agent = warp::path("agent")
+        .and(warp::path("v1"))
+        .and(warp::path::end())
+        .and(warp::ws())
+        .and(warp::addr::remote())
+        .and(with_server.clone())
+        .map(
+            |ws: warp::ws::Ws, remote: Option<SocketAddr>, server: Arc<Server>| {
+                ws.max_message_size(protocol::MAX_FRAME_BYTES)
+                    .max_frame_size(protocol::MAX_FRAME_BYTES)
+                    .on_upgrade(move |socket| hub::serve_connection(socket, remote, server))
+            },
+        );
+
+    let hook = warp::path("hooks")
+        .and(warp::path("git"))
+        .and(warp::path::end())
+        .and(warp::post())
+        .and(warp::body::content_length_limit(WEBHOOK_MAX_BYTES))
+        .and(warp::header::headers_cloned())
+        .and(warp::body::bytes())
+        .and(warp::addr::remote())
+        .and(with_server.clone())
+        .map(git_hook);
+
+    let health = warp::path("healthz")
+        .and(warp::path::end())
+        .and(warp::get())
+        .map(|| "ok\n");
+
+    agent
+        .or(hook)
+        .or(health)
+        .recover(|rejection: warp::Rejection| async move {
+            let (status, text) = if rejection.is_not_found() {
+                (StatusCode::NOT_FOUND, "not found\n")
+            } else if rejection.find::<warp::reject::PayloadTooLarge>().is_some() {
+                (StatusCode::PAYLOAD_TOO_LARGE, "request body too large\n")
+            } else if rejection.find::<warp::reject::MethodNotAllowed>().is_some() {
+                (StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
+            } else {
+                (StatusCode::BAD_REQUEST, "bad request\n")
+            };
+            Ok::<_, std::convert::Infallible>(warp::reply::with_status(text, status))
+        })
+}
+
+/// `POST /hooks/git`: a verified request asks for an immediate fetch.
+#[allow(
+    clippy::needless_pass_by_value,
+    reason = "warp hands a filter's values over by value"
+)]
+fn git_hook(
+    headers: HeaderMap,
+    body: Bytes,
+    remote: Option<SocketAddr>,
+    server: Arc<Server>,
+) -> warp::reply::WithStatus<&'static str> {
+    let Some(secret) = &server.webhook_secret else {
+        return warp::reply::with_status(
+            "webhook not configured: set webhook-secret-file\n",
+            StatusCode::NOT_FOUND,
+        );
+    };
+    let from = remote.map_or_else(|| "unknown".to_owned(), |a| a.to_string());
+    match webhook::verify(
+        |name| headers.get(name).map(warp::http::HeaderValue::as_bytes),
+        &body,
+        secret,
+    ) {
+        Ok(provider) => {
+            info!(%provider, remote = %from, "webhook verified; fetching now");
+            server.fetch_now.notify_one();
+            warp::reply::with_status("fetching\n", StatusCode::ACCEPTED)
+        }
+        Err(e) => {
+            warn!(error = %e, remote = %from, "webhook refused");
+            // Written on the blocking pool: a flood of bad requests must not stall the
+            // runtime's threads on the audit log's fsync.
+            let detail = e.to_string();
+            tokio::task::spawn_blocking(move || {
+                server.audit_blocking("webhook", "webhook-refused", &from, &detail);
+            });
+            warp::reply::with_status("signature check failed\n", StatusCode::UNAUTHORIZED)
+        }
+    }
+}

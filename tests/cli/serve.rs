@@ -1,0 +1,523 @@
+//! `restic-manager serve` end to end: a real git repository, the real binary, its `SQLite`
+//! state read from the side, the webhook over real HTTP on loopback.
+
+use std::io::{Read as _, Write as _};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use hmac::Mac as _;
+
+use crate::common::{copy_tree, example_repo, git, restic_manager, workspace};
+
+/// A running server, killed when dropped.
+pub struct ServerProcess {
+    pub child: Child,
+    pub addr: String,
+    pub log: PathBuf,
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl ServerProcess {
+    /// The server's log so far, for failure messages.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+/// A port nobody listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+/// Starts `serve` with the demo identity, which opens the example repository's secrets.
+pub fn start_server(repository: &str, data: &Path, extra: &[&str]) -> ServerProcess {
+    let addr = format!("127.0.0.1:{}", free_port());
+    let log = data.with_extension("log");
+    let log_file = std::fs::File::create(&log).expect("log file");
+    let child = restic_manager()
+        .args(["serve", "--repository", repository, "--listen", &addr])
+        .arg("--data-dir")
+        .arg(data)
+        .arg("--identity")
+        .arg(workspace().join("examples/demo-identity.txt"))
+        .args(extra)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(log_file)
+        .spawn()
+        .expect("serve starts");
+    ServerProcess { child, addr, log }
+}
+
+/// Polls `check` until it gives a value or `timeout` passes.
+pub fn wait_for<T>(timeout: Duration, mut check: impl FnMut() -> Option<T>) -> Option<T> {
+    let start = Instant::now();
+    loop {
+        if let Some(value) = check() {
+            return Some(value);
+        }
+        if start.elapsed() > timeout {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+/// Opens the server's state read-only, beside the running server.
+pub fn state(data: &Path) -> Option<rusqlite::Connection> {
+    let path = data.join("state.db");
+    if !path.exists() {
+        return None;
+    }
+    rusqlite::Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).ok()
+}
+
+/// The stored schedule of one assignment.
+pub fn schedule_of(data: &Path, host: &str, policy: &str, kind: &str) -> Option<String> {
+    state(data)?
+        .query_row(
+            "SELECT schedule FROM assignments WHERE host = ?1 AND policy = ?2 AND kind = ?3",
+            [host, policy, kind],
+            |row| row.get(0),
+        )
+        .ok()
+}
+
+/// How many audit entries name `commit`.
+pub fn audited(data: &Path, commit: &str) -> i64 {
+    state(data)
+        .and_then(|db| {
+            db.query_row(
+                "SELECT count(*) FROM audit WHERE commit_id = ?1",
+                [commit],
+                |row| row.get(0),
+            )
+            .ok()
+        })
+        .unwrap_or(0)
+}
+
+/// The last applied revision's commit.
+pub fn applied_commit(data: &Path) -> Option<String> {
+    state(data)?
+        .query_row(
+            "SELECT commit_id FROM revisions WHERE status = 'applied' ORDER BY attempt DESC \
+             LIMIT 1",
+            [],
+            |row| row.get(0),
+        )
+        .ok()
+}
+
+/// A git work tree holding the example config repository, committed on `main`.
+pub fn example_work_tree(dir: &Path) -> PathBuf {
+    let repo = dir.join("config");
+    copy_tree(&example_repo(), &repo);
+    git(&repo, &["init", "-q"]);
+    git(&repo, &["add", "-A"]);
+    git(&repo, &["commit", "-q", "-m", "fleet as in the examples"]);
+    repo
+}
+
+/// Changes the system policy's backup schedule and commits; returns the commit id.
+fn change_schedule(repo: &Path, cron: &str) -> String {
+    let path = repo.join("policies/system.toml");
+    let text = std::fs::read_to_string(&path).expect("policy");
+    let old = text
+        .lines()
+        .find(|line| line.starts_with("schedule = "))
+        .expect("schedule line")
+        .to_owned();
+    let new = format!("schedule = {{ cron = \"{cron}\", jitter = \"30m\" }}");
+    std::fs::write(&path, text.replace(&old, &new)).expect("write policy");
+    git(
+        repo,
+        &["commit", "-q", "-am", &format!("system backups at {cron}")],
+    );
+    git(repo, &["rev-parse", "HEAD"])
+}
+
+/// Sends `POST /hooks/git` with the given headers; returns the status code.
+fn post_hook(addr: &str, body: &str, headers: &[(&str, String)]) -> u16 {
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let mut request = format!(
+        "POST /hooks/git HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n",
+        body.len()
+    );
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    request.push_str(body);
+    stream.write_all(request.as_bytes()).expect("send");
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {response:?}"))
+}
+
+fn github_signature(secret: &str, body: &str) -> String {
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).expect("key");
+    mac.update(body.as_bytes());
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+#[test]
+fn a_committed_schedule_change_is_stored_and_audited_within_two_seconds_via_the_watch() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let repo = example_work_tree(dir.path());
+    let data = dir.path().join("data");
+    let server = start_server(
+        repo.to_str().expect("utf-8 path"),
+        &data,
+        &["--poll-interval", "1h"],
+    );
+    let first = git(&repo, &["rev-parse", "HEAD"]);
+    assert!(
+        wait_for(Duration::from_secs(20), || (applied_commit(&data)?
+            == first)
+            .then_some(()))
+        .is_some(),
+        "the first revision was not applied:\n{}",
+        server.log()
+    );
+    let before = schedule_of(&data, "web-1", "system", "backup").expect("assignment stored");
+    assert!(before.contains("30 1 * * *"), "{before}");
+
+    let commit = change_schedule(&repo, "45 1 * * *");
+    let seen = wait_for(Duration::from_secs(2), || {
+        let schedule = schedule_of(&data, "web-1", "system", "backup")?;
+        (schedule.contains("45 1 * * *") && audited(&data, &commit) > 0).then_some(())
+    });
+    assert!(
+        seen.is_some(),
+        "the change was not stored and audited within 2 s:\n{}",
+        server.log()
+    );
+}
+
+#[test]
+fn a_signed_webhook_fetches_at_once_and_a_bad_signature_is_refused_and_audited() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let work = example_work_tree(dir.path());
+    // The server follows a bare "remote", so only the webhook (not a watch) can tell it early.
+    let remote = dir.path().join("remote.git");
+    git(
+        dir.path(),
+        &[
+            "clone",
+            "-q",
+            "--bare",
+            work.to_str().expect("utf-8"),
+            "remote.git",
+        ],
+    );
+    git(
+        &work,
+        &["remote", "add", "origin", remote.to_str().expect("utf-8")],
+    );
+    let secret_file = dir.path().join("webhook-secret");
+    std::fs::write(&secret_file, "s3cret-for-tests\n").expect("secret");
+    let data = dir.path().join("data");
+    let url = format!("file://{}", remote.display());
+    let server = start_server(
+        &url,
+        &data,
+        &[
+            "--poll-interval",
+            "1h",
+            "--webhook-secret-file",
+            secret_file.to_str().expect("utf-8"),
+        ],
+    );
+    let first = git(&work, &["rev-parse", "HEAD"]);
+    assert!(
+        wait_for(Duration::from_secs(20), || (applied_commit(&data)?
+            == first)
+            .then_some(()))
+        .is_some(),
+        "the first revision was not applied:\n{}",
+        server.log()
+    );
+
+    let commit = change_schedule(&work, "50 1 * * *");
+    git(&work, &["push", "-q", "origin", "main"]);
+    let body = format!("{{\"ref\":\"refs/heads/main\",\"after\":\"{commit}\"}}");
+
+    // A signature for another body (a replay) and a missing one are refused.
+    let replayed = github_signature("s3cret-for-tests", "{\"ref\":\"refs/heads/main\"}");
+    assert_eq!(
+        post_hook(&server.addr, &body, &[("X-Hub-Signature-256", replayed)]),
+        401
+    );
+    assert_eq!(post_hook(&server.addr, &body, &[]), 401);
+    let wrong = github_signature("not-the-secret", &body);
+    assert_eq!(
+        post_hook(&server.addr, &body, &[("X-Hub-Signature-256", wrong)]),
+        401
+    );
+    assert_eq!(
+        schedule_of(&data, "web-1", "system", "backup").map(|s| s.contains("50 1")),
+        Some(false),
+        "a refused webhook must not fetch"
+    );
+    let refused = wait_for(Duration::from_secs(5), || {
+        let n: i64 = state(&data)?
+            .query_row(
+                "SELECT count(*) FROM audit WHERE action = 'webhook-refused'",
+                [],
+                |row| row.get(0),
+            )
+            .ok()?;
+        (n >= 3).then_some(n)
+    });
+    assert!(
+        refused.is_some(),
+        "refused webhooks are audited:\n{}",
+        server.log()
+    );
+
+    let good = github_signature("s3cret-for-tests", &body);
+    assert_eq!(
+        post_hook(&server.addr, &body, &[("X-Hub-Signature-256", good)]),
+        202
+    );
+    let seen = wait_for(Duration::from_secs(2), || {
+        let schedule = schedule_of(&data, "web-1", "system", "backup")?;
+        (schedule.contains("50 1 * * *") && audited(&data, &commit) > 0).then_some(())
+    });
+    assert!(
+        seen.is_some(),
+        "the change was not stored and audited within 2 s of the webhook:\n{}",
+        server.log()
+    );
+}
+
+/// The stored record of one revision: its status and errors.
+fn revision_status(data: &Path, commit: &str) -> Option<(String, Option<String>)> {
+    state(data)?
+        .query_row(
+            "SELECT status, errors FROM revisions WHERE commit_id = ?1",
+            [commit],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )
+        .ok()
+}
+
+#[test]
+fn an_invalid_revision_after_a_valid_one_is_recorded_and_the_last_good_one_stays() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let repo = example_work_tree(dir.path());
+    let data = dir.path().join("data");
+    let server = start_server(
+        repo.to_str().expect("utf-8"),
+        &data,
+        &["--poll-interval", "1h"],
+    );
+    let good = git(&repo, &["rev-parse", "HEAD"]);
+    assert!(
+        wait_for(Duration::from_secs(20), || (applied_commit(&data)? == good)
+            .then_some(()))
+        .is_some(),
+        "{}",
+        server.log()
+    );
+
+    // An unknown key in a policy makes the whole revision invalid.
+    let path = repo.join("policies/system.toml");
+    let text = std::fs::read_to_string(&path).expect("policy");
+    std::fs::write(
+        &path,
+        text.replace("30 1 * * *", "45 1 * * *") + "keep-forever = true\n",
+    )
+    .expect("write");
+    git(&repo, &["commit", "-q", "-am", "typo in a key"]);
+    let bad = git(&repo, &["rev-parse", "HEAD"]);
+
+    let recorded = wait_for(Duration::from_secs(5), || {
+        let (status, errors) = revision_status(&data, &bad)?;
+        (status == "invalid").then_some(errors.unwrap_or_default())
+    })
+    .unwrap_or_else(|| panic!("the invalid revision was not recorded:\n{}", server.log()));
+    assert!(recorded.contains("policies/system.toml"), "{recorded}");
+    assert!(recorded.contains("keep-forever"), "{recorded}");
+    assert_eq!(applied_commit(&data).as_deref(), Some(good.as_str()));
+    let schedule = schedule_of(&data, "web-1", "system", "backup").expect("kept");
+    assert!(schedule.contains("30 1 * * *"), "{schedule}");
+    assert!(
+        server.log().contains("revision is invalid"),
+        "{}",
+        server.log()
+    );
+
+    // Fixing it applies the fix.
+    std::fs::write(&path, text.replace("30 1 * * *", "45 1 * * *")).expect("write");
+    git(&repo, &["commit", "-q", "-am", "fix the key"]);
+    let fixed = git(&repo, &["rev-parse", "HEAD"]);
+    assert!(
+        wait_for(Duration::from_secs(5), || (applied_commit(&data)? == fixed)
+            .then_some(()))
+        .is_some(),
+        "{}",
+        server.log()
+    );
+}
+
+#[test]
+fn a_force_push_is_followed_and_audited_as_rewritten_history() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let repo = example_work_tree(dir.path());
+    let data = dir.path().join("data");
+    let server = start_server(
+        repo.to_str().expect("utf-8"),
+        &data,
+        &["--poll-interval", "1h"],
+    );
+    let base = git(&repo, &["rev-parse", "HEAD"]);
+    let ahead = change_schedule(&repo, "40 1 * * *");
+    assert!(
+        wait_for(Duration::from_secs(20), || (applied_commit(&data)?
+            == ahead)
+            .then_some(()))
+        .is_some(),
+        "{}",
+        server.log()
+    );
+
+    // Rewrite: drop the last commit and commit something else in its place.
+    git(&repo, &["reset", "-q", "--hard", &base]);
+    let rewritten = change_schedule(&repo, "20 1 * * *");
+    let audited_rewrite = wait_for(Duration::from_secs(5), || {
+        let detail: String = state(&data)?
+            .query_row(
+                "SELECT detail FROM audit WHERE action = 'history-rewritten' AND commit_id = ?1",
+                [&rewritten],
+                |row| row.get(0),
+            )
+            .ok()?;
+        Some(detail)
+    })
+    .unwrap_or_else(|| panic!("the rewrite was not audited:\n{}", server.log()));
+    assert!(audited_rewrite.contains(&ahead), "{audited_rewrite}");
+    assert_eq!(applied_commit(&data).as_deref(), Some(rewritten.as_str()));
+    let schedule = schedule_of(&data, "web-1", "system", "backup").expect("stored");
+    assert!(schedule.contains("20 1 * * *"), "{schedule}");
+}
+
+#[test]
+fn a_deleted_branch_keeps_the_last_good_revision_and_says_so() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let repo = example_work_tree(dir.path());
+    let data = dir.path().join("data");
+    let server = start_server(
+        repo.to_str().expect("utf-8"),
+        &data,
+        &["--poll-interval", "1h"],
+    );
+    let good = git(&repo, &["rev-parse", "HEAD"]);
+    assert!(
+        wait_for(Duration::from_secs(20), || (applied_commit(&data)? == good)
+            .then_some(()))
+        .is_some(),
+        "{}",
+        server.log()
+    );
+
+    git(&repo, &["checkout", "-q", "-b", "other"]);
+    git(&repo, &["branch", "-q", "-D", "main"]);
+    let said = wait_for(Duration::from_secs(5), || {
+        let log = server.log();
+        (log.contains("cannot fetch") && log.contains("main")).then_some(log)
+    });
+    assert!(
+        said.is_some(),
+        "the deleted branch was not reported:\n{}",
+        server.log()
+    );
+    assert_eq!(applied_commit(&data).as_deref(), Some(good.as_str()));
+    assert!(schedule_of(&data, "web-1", "system", "backup").is_some());
+}
+
+#[test]
+fn an_unreachable_remote_at_start_is_reported_and_the_server_keeps_running() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().join("data");
+    let url = format!("http://127.0.0.1:{}/fleet.git", free_port());
+    let mut server = start_server(&url, &data, &["--poll-interval", "1h"]);
+    let said = wait_for(Duration::from_secs(10), || {
+        let log = server.log();
+        log.contains("cannot fetch").then_some(log)
+    });
+    assert!(said.is_some(), "{}", server.log());
+    assert!(
+        server.child.try_wait().expect("status").is_none(),
+        "the server must keep running:\n{}",
+        server.log()
+    );
+}
+
+#[test]
+fn a_data_directory_that_cannot_be_written_is_a_clear_error_at_start() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("not-a-dir");
+    std::fs::write(&file, "x").expect("write");
+    let out = crate::common::run(
+        restic_manager()
+            .args([
+                "serve",
+                "--repository",
+                "/nonexistent",
+                "--listen",
+                "127.0.0.1:0",
+            ])
+            .arg("--data-dir")
+            .arg(&file)
+            .arg("--identity")
+            .arg(workspace().join("examples/demo-identity.txt")),
+    );
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(out.stderr.contains("not-a-dir"), "{}", out.stderr);
+}
+
+#[test]
+fn a_missing_identity_says_how_to_create_one() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = crate::common::run(
+        restic_manager()
+            .args([
+                "serve",
+                "--repository",
+                "/nonexistent",
+                "--listen",
+                "127.0.0.1:0",
+            ])
+            .arg("--data-dir")
+            .arg(dir.path().join("data")),
+    );
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("restic-manager keygen"),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("identity.txt"), "{}", out.stderr);
+}
