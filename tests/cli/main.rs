@@ -1,6 +1,7 @@
 //! End-to-end tests of the `restic-manager` binary: real files, real git repositories, the
 //! exit codes and messages a user sees.
 
+mod agent_session;
 mod common;
 mod plan;
 mod schema;

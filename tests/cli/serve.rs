@@ -44,8 +44,19 @@ pub fn free_port() -> u16 {
 /// Starts `serve` with the demo identity, which opens the example repository's secrets.
 pub fn start_server(repository: &str, data: &Path, extra: &[&str]) -> ServerProcess {
     let addr = format!("127.0.0.1:{}", free_port());
+    start_server_at(repository, data, &addr, extra)
+}
+
+/// Starts `serve` on `addr`; its log is appended to `<data>.log`, so a restart keeps the
+/// earlier runs' lines.
+pub fn start_server_at(repository: &str, data: &Path, addr: &str, extra: &[&str]) -> ServerProcess {
+    let addr = addr.to_owned();
     let log = data.with_extension("log");
-    let log_file = std::fs::File::create(&log).expect("log file");
+    let log_file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log)
+        .expect("log file");
     let child = restic_manager()
         .args(["serve", "--repository", repository, "--listen", &addr])
         .arg("--data-dir")
@@ -520,4 +531,153 @@ fn a_missing_identity_says_how_to_create_one() {
         out.stderr
     );
     assert!(out.stderr.contains("identity.txt"), "{}", out.stderr);
+}
+
+/// Runs the server until it has applied the example and stops it; returns the data dir.
+fn applied_example(dir: &Path) -> PathBuf {
+    let repo = example_work_tree(dir);
+    let data = dir.join("data");
+    let server = start_server(
+        repo.to_str().expect("utf-8"),
+        &data,
+        &["--poll-interval", "1h"],
+    );
+    let head = git(&repo, &["rev-parse", "HEAD"]);
+    assert!(
+        wait_for(Duration::from_secs(20), || (applied_commit(&data)? == head)
+            .then_some(()))
+        .is_some(),
+        "{}",
+        server.log()
+    );
+    drop(server);
+    data
+}
+
+#[test]
+fn audit_verify_passes_an_intact_log_and_names_the_first_tampered_entry() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = applied_example(dir.path());
+    let verify = || {
+        crate::common::run(
+            restic_manager()
+                .args(["audit", "verify", "--data-dir"])
+                .arg(&data),
+        )
+    };
+    let out = verify();
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout.starts_with("audit log intact: "),
+        "{}",
+        out.stdout
+    );
+
+    let log = crate::common::run(
+        restic_manager()
+            .args(["audit", "log", "--limit", "3", "--data-dir"])
+            .arg(&data),
+    );
+    assert_eq!(log.code, 0, "{}", log.stderr);
+    assert!(log.stdout.contains("revision-applied"), "{}", log.stdout);
+
+    // Someone who can write the file rewrites history: drops the guard and edits entry 5.
+    let db = rusqlite::Connection::open(data.join("state.db")).expect("open");
+    db.execute_batch("DROP TRIGGER audit_is_append_only_update;")
+        .expect("drop trigger");
+    db.execute(
+        "UPDATE audit SET detail = '{\"schedule\":\"never\"}' WHERE seq = 5",
+        [],
+    )
+    .expect("tamper");
+    drop(db);
+    let out = verify();
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    assert!(out.stdout.contains("audit log BROKEN"), "{}", out.stdout);
+    assert!(out.stdout.contains("entry 5 ("), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("changed after it was written"),
+        "{}",
+        out.stdout
+    );
+
+    // No database at all is an error, not "intact".
+    let out = crate::common::run(
+        restic_manager()
+            .args(["audit", "verify", "--data-dir"])
+            .arg(dir.path().join("nowhere")),
+    );
+    assert_eq!(out.code, 2, "{}", out.stdout);
+    assert!(out.stderr.contains("state.db"), "{}", out.stderr);
+}
+
+#[test]
+fn a_corrupt_state_database_is_a_clear_error_at_start_and_is_left_alone() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).expect("mkdir");
+    let junk = b"SQLite format 3\0 but then nothing sensible".repeat(200);
+    std::fs::write(data.join("state.db"), &junk).expect("write");
+    let out = crate::common::run(
+        restic_manager()
+            .args([
+                "serve",
+                "--repository",
+                "/nonexistent",
+                "--listen",
+                "127.0.0.1:0",
+            ])
+            .arg("--data-dir")
+            .arg(&data)
+            .arg("--identity")
+            .arg(workspace().join("examples/demo-identity.txt")),
+    );
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(out.stderr.contains("state database"), "{}", out.stderr);
+    assert!(out.stderr.contains("state.db"), "{}", out.stderr);
+    assert_eq!(std::fs::read(data.join("state.db")).expect("read"), junk);
+}
+
+#[test]
+fn a_read_only_data_directory_is_a_clear_error_at_start_with_no_partial_write() {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = applied_example(dir.path());
+    let before = std::fs::read(data.join("state.db")).expect("read");
+    for entry in std::fs::read_dir(&data).expect("read_dir") {
+        let path = entry.expect("entry").path();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o444)).expect("chmod");
+    }
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o555)).expect("chmod");
+
+    // The tests run as root, which writes anywhere: drop the capabilities that let it.
+    let mut cmd = std::process::Command::new("setpriv");
+    cmd.args([
+        "--bounding-set=-dac_override,-dac_read_search,-fowner",
+        "--inh-caps=-all",
+    ])
+    .arg(env!("CARGO_BIN_EXE_restic-manager"))
+    .args([
+        "serve",
+        "--repository",
+        "/nonexistent",
+        "--listen",
+        "127.0.0.1:0",
+    ])
+    .arg("--data-dir")
+    .arg(&data)
+    .arg("--identity")
+    .arg(workspace().join("examples/demo-identity.txt"))
+    .env("NO_COLOR", "1");
+    let out = crate::common::run(&mut cmd);
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(out.stderr.contains("state.db"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("writable") || out.stderr.contains("read-only"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(std::fs::read(data.join("state.db")).expect("read"), before);
 }

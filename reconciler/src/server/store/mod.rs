@@ -139,6 +139,17 @@ impl Store {
             .map_err(open_error)?;
         conn.pragma_update(None, "foreign_keys", "ON")
             .map_err(open_error)?;
+        // SQLite quietly opens a write-protected file read-only; the server must find out at
+        // start, not at its first write. Taking the write lock also needs the directory to
+        // be writable (for the WAL).
+        let writable = !conn.is_readonly(rusqlite::MAIN_DB).unwrap_or(true)
+            && conn.execute_batch("BEGIN IMMEDIATE; COMMIT;").is_ok();
+        if !writable {
+            return Err(StoreError::Open {
+                path: path.clone(),
+                reason: "the file or its directory is read-only".to_owned(),
+            });
+        }
         let mut store = Self {
             conn,
             path,
