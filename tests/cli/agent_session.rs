@@ -213,7 +213,8 @@ async fn session(
         // Finish held jobs that the test released.
         let released: Vec<String> = finish.lock().expect("lock").drain(..).collect();
         for id in released {
-            if let Some(job) = running.lock().expect("lock").remove(&id) {
+            let job = running.lock().expect("lock").remove(&id);
+            if let Some(job) = job {
                 let result = result_for(&job, Outcome::Succeeded);
                 unacked.lock().expect("lock").insert(id, result.clone());
                 send(&mut socket, &AgentMessage::Result(Box::new(result))).await?;
@@ -598,7 +599,7 @@ fn kill_9_of_the_server_loses_no_job_and_runs_none_twice() {
     })
     .unwrap_or_else(|| panic!("no overrun recorded:\n{:?}", jobs(&data)));
 
-    for round in 0..3 {
+    for round in 0..3_usize {
         let before = jobs(&data);
         server.child.kill().expect("kill -9");
         let _ = server.child.wait();
@@ -609,11 +610,13 @@ fn kill_9_of_the_server_loses_no_job_and_runs_none_twice() {
                 .all(|(id, _, _)| after_kill.iter().any(|(a, _, _)| a == id)),
             "round {round}: a job vanished with the crash"
         );
-        std::thread::sleep(Duration::from_millis(300 * (round + 1)));
+        std::thread::sleep(Duration::from_millis(
+            300 * (u64::try_from(round).expect("small") + 1),
+        ));
         server = demo_server(&repo, &data, &addr);
         // The agent reconnects and reports the held job; the server keeps it running.
         wait_for(Duration::from_secs(20), || {
-            (agent.seen.lock().expect("lock").welcomed > round as usize + 1).then_some(())
+            (agent.seen.lock().expect("lock").welcomed > round + 1).then_some(())
         })
         .unwrap_or_else(|| panic!("round {round}: agent not back:\n{}", server.log()));
         let state_of_held = wait_for(Duration::from_secs(5), || {
