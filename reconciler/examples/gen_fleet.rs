@@ -2,9 +2,11 @@
 //! docs/performance.md.
 //!
 //! Run: `cargo run --release -p restic-manager --example gen_fleet -- DIR [HOSTS] [POLICIES]
-//! [--variant]`. Hosts get one of 100 `role` labels; policies select a role each, so every
-//! host runs `POLICIES / 100` policies. `--variant` writes the "after" revision of a change:
-//! every tenth policy keeps fewer daily snapshots and drops a path, and the last host is gone.
+//! [--variant] [--recipient=age1…]`. Hosts get one of 100 `role` labels; policies select a
+//! role each, so every host runs `POLICIES / 100` policies. `--variant` writes the "after"
+//! revision of a change: every tenth policy keeps fewer daily snapshots and drops a path, and
+//! the last host is gone. `--recipient` seals the repositories' passwords to that recipient
+//! (a server's), instead of to a throwaway one, so a server can open them.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -14,6 +16,10 @@ const ROLES: usize = 100;
 fn main() -> std::io::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let variant = args.iter().any(|a| a == "--variant");
+    let recipient = args
+        .iter()
+        .find_map(|a| a.strip_prefix("--recipient="))
+        .map(|r| reconciler::secrets::parse_recipient(r).expect("a valid age recipient"));
     let positional: Vec<&String> = args.iter().filter(|a| !a.starts_with("--")).collect();
     let Some(dir) = positional.first() else {
         #[allow(clippy::print_stderr, reason = "a usage message for a developer tool")]
@@ -47,7 +53,7 @@ fn main() -> std::io::Result<()> {
         std::fs::create_dir_all(&path)?;
     }
 
-    let armor = sealed("benchmark password");
+    let armor = sealed("benchmark password", recipient);
     for r in (0..4).filter(|_| !variant) {
         let text = format!(
             "url = \"/srv/restic/repo-{r}\"\npassword = {{ sealed = \"\"\"\n{armor}\"\"\" }}\n"
@@ -110,7 +116,7 @@ fn main() -> std::io::Result<()> {
     Ok(())
 }
 
-fn sealed(plaintext: &str) -> String {
-    let recipient = age::x25519::Identity::generate().to_public();
+fn sealed(plaintext: &str, recipient: Option<age::x25519::Recipient>) -> String {
+    let recipient = recipient.unwrap_or_else(|| age::x25519::Identity::generate().to_public());
     reconciler::secrets::seal(&[recipient], plaintext.as_bytes()).expect("sealing works")
 }

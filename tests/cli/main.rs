@@ -3,6 +3,7 @@
 
 mod agent_session;
 mod common;
+mod docs;
 mod plan;
 mod schema;
 mod secrets;

@@ -83,8 +83,15 @@ pub fn tick(server: &Server) {
 
 /// Turns due assignments into jobs, written with their schedule state in one transaction.
 fn queue_due(server: &Server, now: Timestamp) {
+    let Some(applied) = server.applied() else {
+        return;
+    };
     let mut scheduler = server.scheduler.lock().expect("scheduler lock");
-    if scheduler.next_due().is_none_or(|due| due > now) {
+    // A schedule built for an older revision waits for its rebuild rather than queue runs
+    // the new revision may have removed or moved.
+    if scheduler.revision.as_deref() != Some(applied.revision.commit.as_str())
+        || scheduler.next_due().is_none_or(|due| due > now)
+    {
         return;
     }
     let mut store = server.store.lock().expect("store lock");
@@ -113,16 +120,8 @@ fn queue_due(server: &Server, now: Timestamp) {
             // it from the store and try these instants again on the next tick.
             error!(error = %e, "could not queue due jobs; retrying");
             drop(store);
-            if let Some(applied) = server.applied() {
-                let states = server.store.lock().expect("store lock").schedule_states();
-                if let Ok(states) = states {
-                    *scheduler = scheduler::Scheduler::build(
-                        &scheduler::scheduled(&applied.config),
-                        &states,
-                        now,
-                    );
-                }
-            }
+            drop(scheduler);
+            super::follow::rebuild_schedule(server);
         }
     }
 }
@@ -222,11 +221,7 @@ fn dispatch(server: &Server, applied: &Applied, now: Timestamp) {
             defer(&mut store, job, &reason, now);
             continue;
         }
-        let key = AssignmentKey {
-            host: job.host.clone(),
-            policy: job.policy.clone(),
-            kind: job.kind,
-        };
+        let key = AssignmentKey::new(&job.host, &job.policy, job.kind);
         let spec = match jobspec::build(config, &server.identity, &job.id, &key) {
             Ok(spec) => spec,
             Err(e) => {
@@ -308,11 +303,7 @@ pub fn queue_followup(
     kind: JobKind,
 ) -> Result<String, StoreError> {
     let now = Timestamp::now();
-    let key = AssignmentKey {
-        host: job.host.clone(),
-        policy: job.policy.clone(),
-        kind,
-    };
+    let key = AssignmentKey::new(&job.host, &job.policy, kind);
     if let Some((id, _)) = store.active_job(&key)? {
         return Ok(id);
     }

@@ -38,6 +38,7 @@ pub fn consider(server: &Server, fetched: &Fetched) {
     };
     let span = info_span!("reconcile", revision = %short(&revision.commit));
     let _enter = span.enter();
+    let started = std::time::Instant::now();
 
     let config = match read_config(server, &fetched.repo_path, &revision.commit) {
         Ok(config) => config,
@@ -56,23 +57,27 @@ pub fn consider(server: &Server, fetched: &Fetched) {
         }
     };
 
+    let validated = started.elapsed();
     let desired = super::reconcile::desired(&config);
-    let assignments = scheduler::scheduled(&config);
     let mut store = server.store.lock().expect("store lock");
-    let applied = store
-        .apply_revision(&revision, desired, fetched.rewritten_from.as_deref())
-        .and_then(|actions| Ok((actions, store.schedule_states()?)));
+    let applied = store.apply_revision(&revision, desired, fetched.rewritten_from.as_deref());
     drop(store);
     match applied {
-        Ok((actions, states)) => {
+        Ok(actions) => {
             if fetched.rewritten_from.is_some() {
                 warn!("history of the followed branch was rewritten; following the new tip");
             }
-            info!(actions = actions.len(), "revision applied");
-            let rebuilt = Scheduler::build(&assignments, &states, jiff::Timestamp::now());
-            *server.scheduler.lock().expect("scheduler lock") = rebuilt;
+            info!(
+                actions = actions.len(),
+                validate_ms = validated.as_millis(),
+                total_ms = started.elapsed().as_millis(),
+                "revision applied"
+            );
+            // Stored first, scheduled second: the schedule is rebuilt by its own task, off
+            // the path from a commit to its stored assignments. Until then the scheduler
+            // queues nothing (it knows which revision it was built for).
             server.set_applied(Applied { revision, config });
-            server.wake.notify_one();
+            server.rebuild.notify_one();
         }
         Err(e) => error!(error = %e, "could not apply the revision; it will be tried again"),
     }
@@ -127,16 +132,46 @@ pub fn restore(server: &Server, source: &mut GitSource) {
             return;
         }
     };
+    info!(revision = %short(&revision.commit), "last applied revision restored");
+    server.set_applied(Applied { revision, config });
+    rebuild_schedule(server);
+}
+
+/// Rebuilds the schedule from the revision in force and the stored schedule state.
+pub fn rebuild_schedule(server: &Server) {
+    let Some(applied) = server.applied() else {
+        return;
+    };
     let states = server.store.lock().expect("store lock").schedule_states();
-    match states {
-        Ok(states) => {
-            let assignments = scheduler::scheduled(&config);
-            let rebuilt = Scheduler::build(&assignments, &states, jiff::Timestamp::now());
-            *server.scheduler.lock().expect("scheduler lock") = rebuilt;
-            info!(revision = %short(&revision.commit), "last applied revision restored");
-            server.set_applied(Applied { revision, config });
+    let states = match states {
+        Ok(states) => states,
+        Err(e) => {
+            error!(error = %e, "could not read the schedule state; nothing is queued until it can be");
+            return;
         }
-        Err(e) => error!(error = %e, "could not read the schedule state"),
+    };
+    let mut rebuilt = Scheduler::build(
+        scheduler::scheduled(&applied.config),
+        &states,
+        jiff::Timestamp::now(),
+    );
+    rebuilt.revision = Some(applied.revision.commit.clone());
+    *server.scheduler.lock().expect("scheduler lock") = rebuilt;
+    server.wake.notify_one();
+}
+
+/// Rebuilds the schedule whenever a revision was applied, until `shutdown` fires. Several
+/// revisions applied in a row are one rebuild, from the newest.
+pub async fn rebuild_schedules(server: Arc<Server>, shutdown: Arc<Notify>) {
+    loop {
+        tokio::select! {
+            () = server.rebuild.notified() => {}
+            () = shutdown.notified() => return,
+        }
+        let task_server = Arc::clone(&server);
+        if let Err(e) = tokio::task::spawn_blocking(move || rebuild_schedule(&task_server)).await {
+            error!(error = %e, "rebuilding the schedule failed");
+        }
     }
 }
 
@@ -153,7 +188,10 @@ pub async fn follow(
         let span = info_span!("fetch");
         let done = tokio::task::spawn_blocking(move || {
             let _enter = span.enter();
-            match source.fetch() {
+            let started = std::time::Instant::now();
+            let fetched = source.fetch();
+            tracing::debug!(took_ms = started.elapsed().as_millis(), "fetched");
+            match fetched {
                 Ok(fetched) => {
                     task_server.set_source_error(None);
                     // A revision already in force, or already found invalid by this process,

@@ -50,12 +50,12 @@ pub fn build(
 ) -> Result<JobSpec, SpecError> {
     let host = config
         .hosts
-        .get(&key.host)
-        .ok_or_else(|| SpecError::UnknownHost(key.host.clone()))?;
+        .get(&*key.host)
+        .ok_or_else(|| SpecError::UnknownHost(key.host.to_string()))?;
     let policy = config
         .policies
-        .get(&key.policy)
-        .ok_or_else(|| SpecError::UnknownPolicy(key.policy.clone()))?;
+        .get(&*key.policy)
+        .ok_or_else(|| SpecError::UnknownPolicy(key.policy.to_string()))?;
     let repository = config
         .repositories
         .get(&policy.repository)
@@ -99,9 +99,9 @@ pub fn build(
     let mut spec = JobSpec {
         id: id.to_owned(),
         kind: key.kind,
-        host: key.host.clone(),
+        host: key.host.to_string(),
         hostname: host.hostname.clone(),
-        policy: key.policy.clone(),
+        policy: key.policy.to_string(),
         repository: RepositoryAccess {
             name: repository.name.clone(),
             url,

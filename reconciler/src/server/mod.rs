@@ -73,6 +73,10 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         changes,
         Arc::clone(&shutdown),
     ));
+    let rebuilder = tokio::spawn(follow::rebuild_schedules(
+        Arc::clone(&server),
+        Arc::clone(&shutdown),
+    ));
     let scheduler = tokio::spawn(dispatch::schedule(
         Arc::clone(&server),
         Arc::clone(&shutdown),
@@ -97,6 +101,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     shutdown.notify_waiters();
     let _ = follower.await;
     let _ = scheduler.await;
+    let _ = rebuilder.await;
     Ok(())
 }
 

@@ -6,15 +6,28 @@
 //! without knowing the config model, and the scheduler can be tested without a store.
 
 use std::fmt;
+use std::sync::Arc;
 
 pub use protocol::JobKind;
 
-/// One scheduled duty: a policy's job of one kind on one host.
+/// One scheduled duty: a policy's job of one kind on one host. The names are shared: a fleet
+/// of 10,000 hosts holds each name once, however many assignments refer to it.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct AssignmentKey {
-    pub host: String,
-    pub policy: String,
+    pub host: Arc<str>,
+    pub policy: Arc<str>,
     pub kind: JobKind,
+}
+
+impl AssignmentKey {
+    #[must_use]
+    pub fn new(host: &str, policy: &str, kind: JobKind) -> Self {
+        Self {
+            host: host.into(),
+            policy: policy.into(),
+            kind,
+        }
+    }
 }
 
 impl fmt::Display for AssignmentKey {
@@ -27,14 +40,14 @@ impl fmt::Display for AssignmentKey {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AppliedAssignment {
     pub key: AssignmentKey,
-    pub repository: String,
+    pub repository: Arc<str>,
     /// The schedule in a stable text form (``cron `30 1 * * *` (Europe/Berlin), jitter up to
     /// 30m``), compared to tell a schedule change from other changes.
-    pub schedule: String,
+    pub schedule: Arc<str>,
     /// A digest of everything else the job carries (paths, excludes, retention, hooks, …), so
     /// a change to the job's content is seen even when the schedule stays. Shared by every
     /// host the policy applies to.
-    pub content_digest: std::sync::Arc<str>,
+    pub content_digest: Arc<str>,
 }
 
 /// A host as the store keeps it. Whether it is paused lives here, not in its assignments:

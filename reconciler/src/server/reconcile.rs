@@ -55,42 +55,61 @@ pub fn desired(config: &Config) -> FleetState {
         })
         .collect();
 
-    // Digests and schedule texts are shared by every host with the same policy and zone:
-    // computed once each, so 10,000 hosts cost 10,000 clones, not 10,000 hashes.
-    let digests: HashMap<(&str, JobKind), Arc<str>> = config
+    // What a policy's jobs carry is the same on every host; only the schedule's text depends
+    // on the host's zone. Both are computed once per policy (and zone), so 10,000 hosts cost
+    // 10,000 clones, not 10,000 hashes and formats.
+    let mut jobs: HashMap<&str, PolicyJobs<'_>> = config
         .policies
         .values()
-        .flat_map(|policy| {
-            policy_jobs(policy)
+        .map(|policy| {
+            let jobs = policy_jobs(policy)
                 .into_iter()
-                .map(move |(kind, _)| ((policy.name.as_str(), kind), content_digest(policy, kind)))
+                .map(|(kind, schedule)| PolicyJob {
+                    kind,
+                    schedule,
+                    digest: content_digest(policy, kind),
+                    texts: Vec::new(),
+                })
+                .collect();
+            let shared = PolicyJobs {
+                name: policy.name.as_str().into(),
+                repository: policy.repository.as_str().into(),
+                jobs,
+            };
+            (policy.name.as_str(), shared)
         })
         .collect();
-    let mut schedule_texts: HashMap<(&str, JobKind, Arc<str>), String> = HashMap::new();
 
     let mut assignments = Vec::new();
     for (host, placed) in placements(config) {
         let zone = host_zone(host);
+        let host_name: Arc<str> = host.name.as_str().into();
         for placement in placed {
-            let policy = placement.policy;
-            for (kind, schedule) in policy_jobs(policy) {
-                let zone_name = schedule
+            let Some(policy) = jobs.get_mut(placement.policy.name.as_str()) else {
+                continue;
+            };
+            for job in &mut policy.jobs {
+                let zone_name = job
+                    .schedule
                     .timezone
                     .as_ref()
-                    .map_or_else(|| Arc::clone(&zone.name), |z| Arc::clone(&z.name));
-                let text = schedule_texts
-                    .entry((policy.name.as_str(), kind, zone_name))
-                    .or_insert_with(|| schedule_text(schedule, host))
-                    .clone();
+                    .map_or(&zone.name, |z| &z.name);
+                let text = if let Some((_, text)) = job.texts.iter().find(|(z, _)| z == zone_name) {
+                    Arc::clone(text)
+                } else {
+                    let text: Arc<str> = schedule_text(job.schedule, host).into();
+                    job.texts.push((Arc::clone(zone_name), Arc::clone(&text)));
+                    text
+                };
                 assignments.push(AppliedAssignment {
                     key: AssignmentKey {
-                        host: host.name.clone(),
-                        policy: policy.name.clone(),
-                        kind,
+                        host: Arc::clone(&host_name),
+                        policy: Arc::clone(&policy.name),
+                        kind: job.kind,
                     },
-                    repository: policy.repository.clone(),
+                    repository: Arc::clone(&policy.repository),
                     schedule: text,
-                    content_digest: Arc::clone(&digests[&(policy.name.as_str(), kind)]),
+                    content_digest: Arc::clone(&job.digest),
                 });
             }
         }
@@ -101,6 +120,22 @@ pub fn desired(config: &Config) -> FleetState {
         assignments,
         repositories: config.repositories.keys().cloned().collect(),
     }
+}
+
+/// A policy's jobs, with what every host's assignment of them shares.
+struct PolicyJobs<'a> {
+    name: Arc<str>,
+    repository: Arc<str>,
+    jobs: Vec<PolicyJob<'a>>,
+}
+
+/// One job of a policy.
+struct PolicyJob<'a> {
+    kind: JobKind,
+    schedule: &'a Schedule,
+    digest: Arc<str>,
+    /// The schedule's text per zone it was read in.
+    texts: Vec<(Arc<str>, Arc<str>)>,
 }
 
 /// The schedule as stored and compared: its display form with the zone filled in.
@@ -380,7 +415,7 @@ mod tests {
         let db = state
             .assignments
             .iter()
-            .find(|a| a.key.host == "db-1" && a.key.kind == JobKind::Backup)
+            .find(|a| &*a.key.host == "db-1" && a.key.kind == JobKind::Backup)
             .unwrap();
         assert!(db.schedule.contains("Europe/Berlin"), "{}", db.schedule);
         assert!(

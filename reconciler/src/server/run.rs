@@ -45,6 +45,8 @@ pub struct Server {
     pub wake: Notify,
     /// Asks the follower for an immediate fetch (a verified webhook).
     pub fetch_now: Notify,
+    /// Asks for the schedule to be rebuilt (a revision was applied).
+    pub rebuild: Notify,
     pub webhook_secret: Option<WebhookSecret>,
     /// The last progress report of each running job, for the status view.
     pub progress: Mutex<HashMap<String, Progress>>,
@@ -76,6 +78,7 @@ impl Server {
             applied: RwLock::new(None),
             wake: Notify::new(),
             fetch_now: Notify::new(),
+            rebuild: Notify::new(),
             webhook_secret,
             progress: Mutex::new(HashMap::new()),
             logs: Mutex::new(HashMap::new()),

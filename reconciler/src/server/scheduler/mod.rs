@@ -77,9 +77,16 @@ impl Scheduled {
 #[must_use]
 pub fn scheduled(config: &Config) -> Vec<Scheduled> {
     let mut out = Vec::new();
+    let policy_names: std::collections::HashMap<&str, Arc<str>> = config
+        .policies
+        .keys()
+        .map(|name| (name.as_str(), Arc::from(name.as_str())))
+        .collect();
     for (host, placed) in placements(config) {
+        let host_name: Arc<str> = host.name.as_str().into();
         for placement in placed {
             let policy = placement.policy;
+            let policy_name = &policy_names[policy.name.as_str()];
             let scope: Arc<str> = match placement.repository.map(|r| r.url.backend) {
                 Some(Backend::Local) => format!("{}@{}", policy.repository, host.name).into(),
                 _ => policy.repository.as_str().into(),
@@ -98,8 +105,8 @@ pub fn scheduled(config: &Config) -> Vec<Scheduled> {
             ));
             for (kind, schedule) in jobs {
                 let key = AssignmentKey {
-                    host: host.name.clone(),
-                    policy: policy.name.clone(),
+                    host: Arc::clone(&host_name),
+                    policy: Arc::clone(policy_name),
                     kind,
                 };
                 let max_duration_secs = if kind == JobKind::Backup {
@@ -144,14 +151,14 @@ pub fn jitter_offset(key: &AssignmentKey, jitter: SignedDuration) -> SignedDurat
 /// The scheduler's working set: every assignment's next instant, ordered by when it is due.
 #[derive(Default)]
 pub struct Scheduler {
-    entries: HashMap<AssignmentKey, Entry>,
-    /// (due, key); an item whose due no longer matches its entry is stale and skipped.
-    due: BinaryHeap<Reverse<(Timestamp, AssignmentKey)>>,
-}
-
-struct Entry {
-    scheduled: Scheduled,
-    next: Timestamp,
+    /// The commit of the revision these assignments come from.
+    pub revision: Option<String>,
+    /// Sorted by key.
+    assignments: Vec<Scheduled>,
+    /// The next instant of each assignment, by index; `None` once a schedule stops firing.
+    next: Vec<Option<Timestamp>>,
+    /// (due, index); an item whose due no longer matches its assignment's is stale.
+    due: BinaryHeap<Reverse<(Timestamp, usize)>>,
 }
 
 /// What one pass over the due assignments produced, to be written in one transaction.
@@ -166,58 +173,90 @@ pub trait Running {
     fn active(&self, key: &AssignmentKey) -> Option<(String, JobState)>;
 }
 
+/// Identifies "the next instant of this schedule after that instant" for sharing the answer:
+/// hosts with the same schedule, zone and last run have the same next run.
+#[derive(PartialEq, Eq, Hash)]
+enum Question {
+    Cron {
+        expr: usize,
+        zone: Option<Arc<str>>,
+        after: Timestamp,
+    },
+    Every {
+        secs: i64,
+        after: Timestamp,
+    },
+}
+
+impl Question {
+    fn of(schedule: &Schedule, after: Timestamp) -> Self {
+        match &schedule.trigger {
+            Trigger::Cron(expr) => Question::Cron {
+                expr: Arc::as_ptr(expr).addr(),
+                zone: schedule.timezone.as_ref().map(|z| Arc::clone(&z.name)),
+                after,
+            },
+            Trigger::Every(every) => Question::Every {
+                secs: every.as_secs(),
+                after,
+            },
+        }
+    }
+}
+
 impl Scheduler {
     /// Builds the working set from the applied assignments and the stored schedule state. An
     /// assignment without state starts at its next instant after `now`; one whose schedule
     /// changed (the store cleared its next instant) starts afresh the same way.
     #[must_use]
     pub fn build(
-        assignments: &[Scheduled],
+        mut assignments: Vec<Scheduled>,
         states: &HashMap<AssignmentKey, ScheduleState>,
         now: Timestamp,
     ) -> Self {
-        let mut scheduler = Self::default();
-        // Hosts sharing a schedule and zone share their instants: computed once.
-        let mut memo: HashMap<(String, Option<Timestamp>), Option<Timestamp>> = HashMap::new();
-        for scheduled in assignments {
+        assignments.sort_by(|a, b| a.key.cmp(&b.key));
+        let mut memo: HashMap<Question, Option<Timestamp>> = HashMap::new();
+        let mut next = Vec::with_capacity(assignments.len());
+        let mut due = BinaryHeap::with_capacity(assignments.len());
+        for (index, scheduled) in assignments.iter().enumerate() {
             let state = states.get(&scheduled.key);
-            let next = if let Some(next) = state.and_then(|s| s.next_instant) {
+            let instant = if let Some(next) = state.and_then(|s| s.next_instant) {
                 Some(next)
             } else {
                 let after = state.and_then(|s| s.last_instant).unwrap_or(now);
-                let text = scheduled.schedule.to_string();
                 *memo
-                    .entry((text, Some(after)))
+                    .entry(Question::of(&scheduled.schedule, after))
                     .or_insert_with(|| scheduled.next_after(after))
             };
-            let Some(next) = next else { continue };
-            scheduler.insert(scheduled.clone(), next);
+            if let Some(instant) = instant {
+                due.push(Reverse((instant + scheduled.offset, index)));
+            }
+            next.push(instant);
         }
-        scheduler
-    }
-
-    fn insert(&mut self, scheduled: Scheduled, next: Timestamp) {
-        let due = next + scheduled.offset;
-        let key = scheduled.key.clone();
-        self.due.push(Reverse((due, key.clone())));
-        self.entries.insert(key, Entry { scheduled, next });
+        Self {
+            revision: None,
+            assignments,
+            next,
+            due,
+        }
     }
 
     /// How many assignments are scheduled.
     #[must_use]
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.assignments.len()
     }
 
     #[must_use]
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.assignments.is_empty()
     }
 
     /// The next instant of an assignment (before its jitter).
     #[must_use]
     pub fn next_instant(&self, key: &AssignmentKey) -> Option<Timestamp> {
-        self.entries.get(key).map(|e| e.next)
+        let index = self.assignments.binary_search_by(|a| a.key.cmp(key)).ok()?;
+        self.next[index]
     }
 
     /// When the earliest assignment is due.
@@ -233,35 +272,32 @@ impl Scheduler {
             if *due > now {
                 break;
             }
-            let Some(Reverse((due, key))) = self.due.pop() else {
+            let Some(Reverse((due, index))) = self.due.pop() else {
                 break;
             };
-            let Some(entry) = self.entries.get(&key) else {
+            let scheduled = &self.assignments[index];
+            let Some(first) = self.next[index] else {
                 continue;
             };
-            if entry.next + entry.scheduled.offset != due {
+            if first + scheduled.offset != due {
                 continue;
             }
-            let scheduled = entry.scheduled.clone();
-            let first = entry.next;
-            let (latest, missed) = latest_due(&scheduled, first, now);
+            let (latest, missed) = latest_due(scheduled, first, now);
             let next = scheduled.next_after(latest);
 
             if !scheduled.paused {
                 out.jobs
-                    .push(job_for(&scheduled, first, latest, missed, now, running));
+                    .push(job_for(scheduled, first, latest, missed, now, running));
             }
             out.states.push(ScheduleState {
-                key: key.clone(),
+                key: scheduled.key.clone(),
                 last_instant: Some(latest),
                 next_instant: next,
             });
-            match next {
-                Some(next) => self.insert(scheduled, next),
-                None => {
-                    self.entries.remove(&key);
-                }
+            if let Some(next) = next {
+                self.due.push(Reverse((next + scheduled.offset, index)));
             }
+            self.next[index] = next;
         }
         out
     }

@@ -206,7 +206,7 @@ fn state(last: Option<&str>, next: Option<&str>) -> HashMap<AssignmentKey, Sched
 fn a_new_assignment_waits_for_its_next_instant_and_then_runs_once() {
     let a = assignment(cron("0 2 * * *", "UTC"), MissedRun::RunOnce);
     let now = at("2026-12-04T01:00:00Z");
-    let mut s = Scheduler::build(&[a], &HashMap::new(), now);
+    let mut s = Scheduler::build(vec![a], &HashMap::new(), now);
     assert_eq!(s.next_due(), Some(at("2026-12-04T02:01:30Z")));
     assert!(
         s.take_due(at("2026-12-04T02:01:29Z"), &Idle)
@@ -239,7 +239,7 @@ fn after_a_week_of_downtime_one_catch_up_run_not_a_burst() {
     let a = assignment(cron("0 * * * *", "UTC"), MissedRun::RunOnce);
     let states = state(Some("2026-11-27T10:00:00Z"), Some("2026-11-27T11:00:00Z"));
     let now = at("2026-12-04T10:30:00Z");
-    let mut s = Scheduler::build(&[a], &states, now);
+    let mut s = Scheduler::build(vec![a], &states, now);
     let due = s.take_due(now, &Idle);
     assert_eq!(due.jobs.len(), 1, "{:?}", due.jobs);
     let job = &due.jobs[0];
@@ -260,7 +260,7 @@ fn with_skip_missed_runs_are_recorded_as_missed_and_not_run() {
     let a = assignment(cron("0 * * * *", "UTC"), MissedRun::Skip);
     let states = state(Some("2026-12-04T06:00:00Z"), Some("2026-12-04T07:00:00Z"));
     let now = at("2026-12-04T10:30:00Z");
-    let mut s = Scheduler::build(&[a], &states, now);
+    let mut s = Scheduler::build(vec![a], &states, now);
     let due = s.take_due(now, &Idle);
     assert_eq!(due.jobs.len(), 1);
     assert_eq!(due.jobs[0].state, JobState::Missed);
@@ -275,7 +275,7 @@ fn with_skip_missed_runs_are_recorded_as_missed_and_not_run() {
 fn an_instant_due_while_the_previous_run_is_still_going_is_an_overrun() {
     let a = assignment(cron("*/5 * * * *", "UTC"), MissedRun::RunOnce);
     let now = at("2026-12-04T10:00:00Z");
-    let mut s = Scheduler::build(&[a], &HashMap::new(), now);
+    let mut s = Scheduler::build(vec![a], &HashMap::new(), now);
     let busy = Busy(RefCell::new(vec![key("web-1", JobKind::Backup)]));
     let due = s.take_due(at("2026-12-04T10:06:30Z"), &busy);
     assert_eq!(due.jobs.len(), 1);
@@ -296,7 +296,7 @@ fn a_paused_host_advances_its_schedule_without_jobs() {
     let mut a = assignment(cron("0 * * * *", "UTC"), MissedRun::RunOnce);
     a.paused = true;
     let now = at("2026-12-04T10:00:00Z");
-    let mut s = Scheduler::build(&[a], &HashMap::new(), now);
+    let mut s = Scheduler::build(vec![a], &HashMap::new(), now);
     let due = s.take_due(at("2026-12-04T11:05:00Z"), &Idle);
     assert!(due.jobs.is_empty());
     assert_eq!(due.states[0].next_instant, Some(at("2026-12-04T12:00:00Z")));
@@ -307,7 +307,7 @@ fn a_schedule_that_stops_firing_leaves_the_working_set() {
     // 29 February 2028 at noon: fires once in the window, then not for four years; the
     // working set keeps it, with its far next instant.
     let a = assignment(cron("0 12 29 2 *", "UTC"), MissedRun::RunOnce);
-    let s = Scheduler::build(&[a], &HashMap::new(), at("2026-12-04T10:00:00Z"));
+    let s = Scheduler::build(vec![a], &HashMap::new(), at("2026-12-04T10:00:00Z"));
     assert_eq!(
         s.next_instant(&key("web-1", JobKind::Backup)),
         Some(at("2028-02-29T12:00:00Z"))
@@ -375,14 +375,14 @@ fn the_example_fleet_schedules_local_repositories_per_host() {
     let web = all
         .iter()
         .find(|s| {
-            s.key.host == "web-1" && s.key.policy == "system" && s.key.kind == JobKind::Backup
+            &*s.key.host == "web-1" && &*s.key.policy == "system" && s.key.kind == JobKind::Backup
         })
         .unwrap();
     assert_eq!(&*web.scope, "local@web-1");
     let db = all
         .iter()
         .find(|s| {
-            s.key.host == "db-1" && s.key.policy == "postgres" && s.key.kind == JobKind::Prune
+            &*s.key.host == "db-1" && &*s.key.policy == "postgres" && s.key.kind == JobKind::Prune
         })
         .unwrap();
     assert_eq!(&*db.scope, "offsite");
@@ -392,7 +392,7 @@ fn the_example_fleet_schedules_local_repositories_per_host() {
     );
     assert!(
         all.iter()
-            .any(|s| s.key.host == "db-1" && s.key.kind == JobKind::Snapshots),
+            .any(|s| &*s.key.host == "db-1" && s.key.kind == JobKind::Snapshots),
         "inventories are scheduled"
     );
 }

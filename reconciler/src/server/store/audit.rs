@@ -84,11 +84,8 @@ pub fn append(
     detail: &serde_json::Value,
 ) -> Result<(), StoreError> {
     let last: Option<(i64, String)> = conn
-        .query_row(
-            "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1",
-            [],
-            |row| Ok((row.get(0)?, row.get(1)?)),
-        )
+        .prepare_cached("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1")?
+        .query_row([], |row| Ok((row.get(0)?, row.get(1)?)))
         .optional()?;
     let (seq, prev) = match last {
         Some((seq, hash)) => (seq + 1, hash),
@@ -107,11 +104,13 @@ pub fn append(
         prev_hash: &prev,
     }
     .hash();
-    conn.execute(
+    conn.prepare_cached(
         "INSERT INTO audit (seq, at, actor, action, subject, commit_id, detail, prev_hash, hash) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-        params![seq, at, actor, action, subject, commit, detail, prev, hash],
-    )?;
+    )?
+    .execute(params![
+        seq, at, actor, action, subject, commit, detail, prev, hash
+    ])?;
     Ok(())
 }
 

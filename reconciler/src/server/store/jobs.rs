@@ -304,7 +304,7 @@ impl Store {
                     "unknown job kind `{kind}` in schedule_state"
                 )));
             };
-            let key = AssignmentKey { host, policy, kind };
+            let key = AssignmentKey::new(&host, &policy, kind);
             states.insert(
                 key.clone(),
                 ScheduleState {
