@@ -6,7 +6,7 @@
 //!
 //! Run (from the top of the source tree, after `cargo build --release -p restic-manager`):
 //! `cargo run --release -p restic-manager --example bench_webhook -- target/release/restic-manager
-//! CONFIG_DIR POLICY HOST ROUNDS`, where CONFIG_DIR is a config repository whose sealed values
+//! CONFIG_DIR POLICY HOST ROUNDS`, where `CONFIG_DIR` is a config repository whose sealed values
 //! open with `examples/demo-identity.txt` (the example repository, or one made by `gen_fleet
 //! --recipient=<the demo recipient>`), POLICY a policy file stem in it and HOST a host it applies
 //! to.
@@ -75,7 +75,7 @@ fn main() {
 
     let started = Instant::now();
     let kind = "backup";
-    wait(Duration::from_secs(120), || {
+    wait(Duration::from_mins(2), || {
         schedule(&data, host, policy, kind).is_some()
     });
     report(&format!(
@@ -110,20 +110,13 @@ fn main() {
     let _ = server.wait();
 
     latencies.sort();
-    let pick = |q: f64| {
-        let rank = q * (latencies.len() - 1) as f64;
-        #[allow(
-            clippy::cast_possible_truncation,
-            clippy::cast_sign_loss,
-            reason = "a rank within the list"
-        )]
-        latencies[rank.round() as usize]
-    };
+    // The nearest rank: the smallest latency at or above the share `percent` of all.
+    let pick = |percent: usize| latencies[(percent * (latencies.len() - 1)).div_ceil(100)];
     report(&format!(
         "{rounds} rounds: p50 {:.0} ms, p90 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
-        pick(0.5).as_secs_f64() * 1000.0,
-        pick(0.9).as_secs_f64() * 1000.0,
-        pick(0.99).as_secs_f64() * 1000.0,
+        pick(50).as_secs_f64() * 1000.0,
+        pick(90).as_secs_f64() * 1000.0,
+        pick(99).as_secs_f64() * 1000.0,
         latencies.last().expect("rounds > 0").as_secs_f64() * 1000.0
     ));
 }
