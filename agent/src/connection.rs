@@ -16,9 +16,7 @@ use std::time::Duration;
 
 use ed25519_dalek::SigningKey;
 use futures_util::{SinkExt as _, StreamExt as _};
-use protocol::{
-    AgentMessage, CHALLENGE_MAX_SKEW_SECS, Hello, MAX_FRAME_BYTES, PROTOCOL_VERSION, ServerMessage,
-};
+use protocol::{AgentMessage, Hello, MAX_FRAME_BYTES, PROTOCOL_VERSION, ServerMessage};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -29,11 +27,15 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument as _, debug, error, info, info_span, warn};
 
 use crate::backoff::{Backoff, DEFAULT_BASE, DEFAULT_CAP};
+use crate::challenge::check_challenge;
 use crate::executor::Executor;
 use crate::jobs::JobManager;
 use crate::settings::ServerUrl;
 
 /// The longest wait a server's retry hint can impose; a larger hint is cut to this.
+///
+/// NOTE: a server asking for a longer wait is dialled again after an hour (see
+/// `docs/src/limitations.md`).
 pub const MAX_RETRY_AFTER: Duration = Duration::from_hours(1);
 
 /// How long a connection must have been up for the backoff to start again from its base.
@@ -98,81 +100,6 @@ enum SessionEnd {
     RetryAfter(Duration),
     Fatal(String),
     Shutdown,
-}
-
-/// Why the agent refuses to sign a challenge.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ChallengeError {
-    #[error(
-        "the challenge is for protocol version {theirs}; this agent speaks {PROTOCOL_VERSION}: \
-         upgrade the agent or the server"
-    )]
-    Version { theirs: u32 },
-    #[error(
-        "the server presents the identity `{presented}`, but this agent is pinned to \
-         `{pinned}` (server-id); it is another server, or something in between. Check the \
-         agent's server-id and the server URL"
-    )]
-    ServerId { presented: String, pinned: String },
-    #[error(
-        "the challenge is dated {timestamp}, {skew} s from this agent's clock ({now}); at \
-         most {CHALLENGE_MAX_SKEW_SECS} s are accepted. It may be a replayed challenge, or one \
-         of the clocks is wrong: check the time (NTP) on both machines"
-    )]
-    Stale {
-        timestamp: jiff::Timestamp,
-        now: jiff::Timestamp,
-        skew: i64,
-    },
-    #[error("the challenge is malformed: {0}")]
-    Malformed(String),
-}
-
-/// Checks a challenge before the agent signs anything.
-pub fn check_challenge(
-    protocol: u32,
-    server_id: &str,
-    nonce: &str,
-    timestamp: jiff::Timestamp,
-    pinned: Option<&str>,
-    now: jiff::Timestamp,
-) -> Result<(), ChallengeError> {
-    use base64::Engine as _;
-
-    if protocol != PROTOCOL_VERSION {
-        return Err(ChallengeError::Version { theirs: protocol });
-    }
-    // The signed text is line-based; fields that could carry a line break are refused.
-    if server_id.is_empty() || !server_id.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err(ChallengeError::Malformed(
-            "the server identity is empty or not one word of printable ASCII".to_owned(),
-        ));
-    }
-    let nonce_ok = base64::engine::general_purpose::STANDARD
-        .decode(nonce)
-        .is_ok_and(|bytes| bytes.len() == 32);
-    if !nonce_ok {
-        return Err(ChallengeError::Malformed(
-            "the nonce is not the base64 of 32 bytes".to_owned(),
-        ));
-    }
-    if let Some(pinned) = pinned
-        && pinned != server_id
-    {
-        return Err(ChallengeError::ServerId {
-            presented: server_id.to_owned(),
-            pinned: pinned.to_owned(),
-        });
-    }
-    let skew = now.duration_since(timestamp).as_secs().abs();
-    if skew > CHALLENGE_MAX_SKEW_SECS {
-        return Err(ChallengeError::Stale {
-            timestamp,
-            now,
-            skew,
-        });
-    }
-    Ok(())
 }
 
 /// Connects, serves, and connects again, until `shutdown` is cancelled or the server says
@@ -584,57 +511,5 @@ fn kind(message: &ServerMessage) -> &'static str {
         ServerMessage::Job(_) => "job",
         ServerMessage::Cancel { .. } => "cancel",
         ServerMessage::Ack { .. } => "ack",
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const NONCE: &str = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
-
-    fn at(secs: i64) -> jiff::Timestamp {
-        jiff::Timestamp::from_second(1_800_000_000 + secs).unwrap()
-    }
-
-    #[test]
-    fn a_fresh_challenge_from_the_pinned_server_passes() {
-        assert_eq!(
-            check_challenge(1, "age1abc", NONCE, at(0), Some("age1abc"), at(299)),
-            Ok(())
-        );
-        assert_eq!(
-            check_challenge(1, "age1abc", NONCE, at(0), None, at(-300)),
-            Ok(())
-        );
-    }
-
-    #[test]
-    fn challenges_the_agent_must_not_sign_say_why() {
-        let err = check_challenge(1, "age1evil", NONCE, at(0), Some("age1good"), at(0));
-        assert!(
-            matches!(err, Err(ChallengeError::ServerId { .. })),
-            "{err:?}"
-        );
-        let text = err.unwrap_err().to_string();
-        assert!(
-            text.contains("`age1evil`") && text.contains("`age1good`"),
-            "{text}"
-        );
-
-        let err = check_challenge(1, "age1abc", NONCE, at(0), None, at(3600)).unwrap_err();
-        assert!(
-            matches!(err, ChallengeError::Stale { skew: 3600, .. }),
-            "{err:?}"
-        );
-        assert!(err.to_string().contains("replayed challenge"), "{err}");
-
-        let err = check_challenge(2, "age1abc", NONCE, at(0), None, at(0)).unwrap_err();
-        assert_eq!(err, ChallengeError::Version { theirs: 2 });
-
-        let err = check_challenge(1, "age1abc\nx", NONCE, at(0), None, at(0)).unwrap_err();
-        assert!(matches!(err, ChallengeError::Malformed(_)), "{err:?}");
-        let err = check_challenge(1, "age1abc", "bm9uY2U=", at(0), None, at(0)).unwrap_err();
-        assert!(err.to_string().contains("32 bytes"), "{err}");
     }
 }

@@ -54,6 +54,9 @@ struct Inner {
     state: State,
     running: HashMap<JobId, CancellationToken>,
     /// Results that could not be written to disk (a full disk): kept here and sent anyway.
+    ///
+    /// NOTE: lost if the agent stops before the server acknowledges them (see
+    /// `docs/src/limitations.md`).
     unstored: HashMap<JobId, JobResult>,
     outbox: Option<(u64, Outbox)>,
     next_connection: u64,
@@ -197,8 +200,10 @@ impl<E: Executor> JobManager<E> {
         tokio::spawn(async move { manager.run(job, cancel).await }.instrument(span));
     }
 
-    /// Refuses a job that cannot be recorded (its id is unusable, or the disk failed): the
-    /// refusal is sent but not stored.
+    /// Refuses a job that cannot be recorded (its id is unusable, or the disk failed).
+    ///
+    /// NOTE: the refusal is sent but not stored, so it is not sent again after a reconnect (see
+    /// `docs/src/limitations.md`).
     fn refuse_unrecorded(&self, id: &str, reason: String) {
         let now = jiff::Timestamp::now();
         let mut inner = self.lock();

@@ -24,6 +24,9 @@ pub const KEEP_DAYS: i64 = 30;
 pub const KEEP_JOBS: usize = 10_000;
 
 /// The most ids kept, without outcome, after they age out of the record.
+///
+/// NOTE: an id older than that is unknown and would run again (see
+/// `docs/src/limitations.md`).
 pub const KEEP_EXPIRED_IDS: usize = 10_000;
 
 /// The version of the file's format.

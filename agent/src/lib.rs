@@ -3,10 +3,12 @@
 //!
 //! [`settings`] reads the flags, environment and local file; [`key`] holds the agent's
 //! identity; [`state`] and [`ledger`] keep results and job ids on disk; [`jobs`] decides what
-//! runs and delivers results; [`connection`] speaks the protocol; [`service`] starts and stops
-//! it all. What actually runs a job is an [`executor::Executor`].
+//! runs and delivers results; [`connection`] speaks the protocol, after [`challenge`] has
+//! checked what the server asks it to sign; [`service`] starts and stops it all. What actually
+//! runs a job is an [`executor::Executor`].
 
 pub mod backoff;
+pub mod challenge;
 pub mod connection;
 pub mod executor;
 pub mod jobs;

@@ -168,7 +168,7 @@ fn run(args: RunArgs) -> u8 {
             "restic-manager-agent {} starting",
             env!("CARGO_PKG_VERSION")
         );
-        match service::run(&settings, key, Arc::new(NoRunner), shutdown).await {
+        match service::run(settings, key, Arc::new(NoRunner), shutdown).await {
             Ok(()) => {
                 info!("stopped");
                 0

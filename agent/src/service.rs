@@ -20,6 +20,9 @@ use crate::state::{State, StateError};
 use crate::tls::{self, TlsError};
 
 /// How long running jobs get to stop and store their results when the agent stops.
+///
+/// NOTE: a job still running after that is reported as failed at the next start (see
+/// `docs/src/limitations.md`).
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
 /// Why the agent stopped other than by being asked to.
@@ -37,7 +40,7 @@ pub enum AgentError {
 
 /// Runs the agent until `shutdown` is cancelled (then `Ok`) or the server rejects it for good.
 pub async fn run<E: Executor>(
-    settings: &Settings,
+    settings: Settings,
     key: SigningKey,
     executor: Arc<E>,
     shutdown: CancellationToken,
@@ -57,10 +60,10 @@ pub async fn run<E: Executor>(
     };
     let manager = JobManager::new(settings.host.clone(), state, executor);
     let config = ConnectionConfig {
-        server: settings.server.clone(),
-        host: settings.host.clone(),
+        server: settings.server,
+        host: settings.host,
         key,
-        server_id: settings.server_id.clone(),
+        server_id: settings.server_id,
         tls,
         timing: settings.timing,
     };

@@ -131,6 +131,11 @@ pub struct Settings {
 pub struct ServerUrl(url::Url);
 
 impl ServerUrl {
+    /// Checks a `ws://` or `wss://` URL; without a path, the agent path is used.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        parse_server_url(text)
+    }
+
     #[must_use]
     pub fn as_str(&self) -> &str {
         self.0.as_str()
@@ -712,6 +717,39 @@ mod tests {
         assert!(check_host_name("web-1").is_ok());
         for bad in ["", "-web", "Web", "web_1", "web.example", &"a".repeat(64)] {
             assert!(check_host_name(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_example_settings_file_is_valid_and_uses_the_defaults_it_names() {
+        let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../dist/agent.toml");
+        let settings = Settings::resolve(args(&["--config", example.to_str().unwrap()])).unwrap();
+        assert_eq!(settings.key, PathBuf::from(DEFAULT_KEY_FILE));
+        assert_eq!(settings.state_dir, PathBuf::from(DEFAULT_STATE_DIR));
+        assert!(settings.server_id.is_some());
+        assert_eq!(settings.limits.max_duration, Some(Duration::from_hours(12)));
+        assert!(!settings.limits.allow_hooks);
+    }
+
+    #[test]
+    fn the_systemd_unit_keeps_the_state_dir_writable_and_stops_on_a_rejection() {
+        let unit = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../dist/restic-manager-agent.service"),
+        )
+        .unwrap();
+        let lines: Vec<&str> = unit.lines().collect();
+        for expected in [
+            "ProtectSystem=strict".to_owned(),
+            format!("ReadWritePaths={DEFAULT_STATE_DIR}"),
+            format!(
+                "StateDirectory={}",
+                DEFAULT_STATE_DIR.trim_start_matches("/var/lib/")
+            ),
+            "StateDirectoryMode=0700".to_owned(),
+            "NoNewPrivileges=yes".to_owned(),
+            "RestartPreventExitStatus=3".to_owned(),
+        ] {
+            assert!(lines.contains(&expected.as_str()), "missing {expected}");
         }
     }
 
