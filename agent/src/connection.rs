@@ -38,6 +38,9 @@ use crate::settings::ServerUrl;
 /// `docs/src/limitations.md`).
 pub const MAX_RETRY_AFTER: Duration = Duration::from_hours(1);
 
+/// How long closing a connection may take; a hung server must not hold up a stop.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// How long a connection must have been up for the backoff to start again from its base.
 pub const STABLE_AFTER: Duration = Duration::from_mins(1);
 
@@ -122,7 +125,7 @@ pub async fn run<E: Executor>(
             SessionEnd::Shutdown => return Ok(()),
             SessionEnd::Fatal(reason) => return Err(ConnectionError::Rejected { reason }),
             SessionEnd::RetryAfter(wait) => {
-                span.in_scope(|| info!(retry_in = ?wait, "dialling again when the server said"));
+                span.in_scope(|| info!(retry_in = ?wait, "waiting as long as the server asked"));
                 wait
             }
             SessionEnd::Lost { reason, up_for } => {
@@ -164,7 +167,7 @@ async fn session<E: Executor>(
     let server_version = match welcome {
         Ok(version) => version,
         Err(end) => {
-            let _ = tokio::time::timeout(timing.handshake_timeout, socket.close(None)).await;
+            let _ = tokio::time::timeout(CLOSE_TIMEOUT, socket.close(None)).await;
             return end;
         }
     };
@@ -175,7 +178,7 @@ async fn session<E: Executor>(
     let welcomed_at = Instant::now();
     let end = serve(&mut socket, rx, manager, &config.host, timing, shutdown).await;
     manager.detach(number);
-    let _ = tokio::time::timeout(timing.handshake_timeout, socket.close(None)).await;
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, socket.close(None)).await;
     match end {
         SessionEnd::Lost { reason, .. } => SessionEnd::Lost {
             reason,
@@ -252,7 +255,7 @@ async fn handshake<E: Executor>(
             let pinned = config.server_id.as_deref();
             let now = jiff::Timestamp::now();
             if let Err(e) = check_challenge(protocol, &server_id, &nonce, timestamp, pinned, now) {
-                error!(reason = %e, "refusing to sign the server's challenge: {e}");
+                error!("refusing to sign the server's challenge: {e}");
                 return Err(lost(format!("refused to sign the server's challenge: {e}")));
             }
             (server_id, nonce, timestamp)

@@ -713,6 +713,19 @@ mod tests {
     }
 
     #[test]
+    fn the_default_host_is_the_short_hostname_lowercased() {
+        let raw = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+        let expected = raw.trim().split('.').next().unwrap().to_ascii_lowercase();
+        match system_host_name() {
+            Ok(host) => assert_eq!(host, expected),
+            Err(e) => {
+                assert!(check_host_name(&expected).is_err(), "{e}");
+                assert!(e.to_string().contains("pass --host NAME"), "{e}");
+            }
+        }
+    }
+
+    #[test]
     fn host_names_follow_the_config_repository() {
         assert!(check_host_name("web-1").is_ok());
         for bad in ["", "-web", "Web", "web_1", "web.example", &"a".repeat(64)] {

@@ -102,7 +102,7 @@ impl State {
     pub fn open(root: &Path) -> Result<Self, StateError> {
         create_private_dir(root)?;
         let results = root.join("results");
-        let work = root.join("work");
+        let work = work_dir(root);
         create_private_dir(&results)?;
         create_private_dir(&work)?;
         let ledger = Ledger::load(&root.join("jobs.json"))?;
@@ -302,6 +302,12 @@ impl State {
         self.store_result(&result)?;
         Ok(result)
     }
+}
+
+/// The runner's work directory inside the state directory `root` (created by [`State::open`]).
+#[must_use]
+pub fn work_dir(root: &Path) -> PathBuf {
+    root.join("work")
 }
 
 /// A result the agent makes itself, for a job it refused or could not finish.
