@@ -1,0 +1,112 @@
+//! A server that misbehaves: frames over the limit, frames that are not the protocol, and a
+//! server that stops answering.
+
+use std::time::{Duration, Instant};
+
+use protocol::{AgentMessage, MAX_FRAME_BYTES, ServerMessage};
+
+use crate::support::{
+    HOST, InProcessAgent, Incoming, TestExecutor, TestServer, Workspace, job, settings, spawn_run,
+    test_timing,
+};
+
+#[tokio::test]
+async fn an_oversized_frame_drops_the_connection_and_the_agent_comes_back() {
+    let mut server = TestServer::start().await;
+    let state = tempfile::tempdir().unwrap();
+    let agent = InProcessAgent::start(
+        settings(&server.url(), state.path(), test_timing()),
+        TestExecutor::immediate(),
+    );
+    let mut conn = server.accept().await;
+    conn.handshake().await;
+
+    // A well-formed message, only too large.
+    let huge = format!(
+        "{{\"type\":\"ack\",\"job-id\":\"{}\"}}",
+        "x".repeat(MAX_FRAME_BYTES)
+    );
+    conn.send_text(huge);
+    loop {
+        match conn.next().await {
+            Incoming::Closed => break,
+            Incoming::Message(AgentMessage::Result(r)) => panic!("unexpected result {r:?}"),
+            _ => {}
+        }
+    }
+
+    let mut conn = server.accept().await;
+    conn.handshake().await;
+    assert!(agent.is_running(), "the agent stopped");
+    // It serves the new connection.
+    conn.send(&ServerMessage::Job(Box::new(job("j-after", "db-1"))));
+    assert!(matches!(conn.recv().await, AgentMessage::Refused { .. }));
+    agent.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_malformed_frame_is_logged_and_skipped() {
+    let mut server = TestServer::start().await;
+    let workspace = Workspace::new();
+    let mut agent = spawn_run(&workspace.run_args(&server.url()), &[]);
+    let mut conn = server.accept().await;
+    conn.handshake().await;
+
+    conn.send_text("{\"type\":\"job\", \"id\": ".to_owned());
+    agent
+        .wait_for_line(&["malformed message from the server; skipped", "line 1"])
+        .await;
+    conn.send_text("{\"type\":\"launch-missiles\"}".to_owned());
+    agent
+        .wait_for_line(&[
+            "malformed message from the server; skipped",
+            "launch-missiles",
+        ])
+        .await;
+
+    // Same connection, still served.
+    conn.send(&ServerMessage::Job(Box::new(job("j-next", "db-1"))));
+    let AgentMessage::Refused { job_id, .. } = conn.recv().await else {
+        panic!("expected a refusal on the same connection");
+    };
+    assert_eq!(job_id, "j-next");
+    agent.kill().await;
+}
+
+#[tokio::test]
+async fn a_server_that_stops_answering_is_taken_for_dead_and_dialled_again() {
+    let mut server = TestServer::start().await;
+    let state = tempfile::tempdir().unwrap();
+    let timing = agent::connection::Timing {
+        ping_interval: Duration::from_millis(100),
+        dead_peer: Duration::from_millis(600),
+        ..test_timing()
+    };
+    let agent = InProcessAgent::start(
+        settings(&server.url(), state.path(), timing),
+        TestExecutor::immediate(),
+    );
+    let mut conn = server.accept().await;
+    conn.handshake().await;
+
+    // While the server reads, pings are answered and the connection lives past the limit.
+    assert!(
+        server
+            .accept_within(Duration::from_millis(1200))
+            .await
+            .is_none(),
+        "the agent dropped a live connection"
+    );
+
+    conn.freeze();
+    let frozen_at = Instant::now();
+    let mut again = server.accept().await;
+    // The last pong came at most one ping interval before the freeze.
+    let waited = frozen_at.elapsed();
+    assert!(
+        waited >= Duration::from_millis(450),
+        "reconnected after {waited:?}"
+    );
+    assert_eq!(again.handshake().await.host, HOST);
+    agent.stop().await.unwrap();
+}

@@ -1,0 +1,11 @@
+//! The agent's integration tests: one test binary. Each module drives the agent (in-process,
+//! or the real binary where the binary's own behaviour is under test) against a WebSocket
+//! server on loopback that speaks the real protocol.
+
+mod faults;
+mod handshake;
+mod jobs;
+mod keys;
+mod settings;
+mod support;
+mod tls;
