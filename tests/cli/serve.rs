@@ -681,3 +681,34 @@ fn a_read_only_data_directory_is_a_clear_error_at_start_with_no_partial_write() 
     );
     assert_eq!(std::fs::read(data.join("state.db")).expect("read"), before);
 }
+
+#[test]
+fn a_cron_that_never_fires_makes_the_revision_invalid_and_the_schedule_stays() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let repo = example_work_tree(dir.path());
+    let data = dir.path().join("data");
+    let server = start_server(
+        repo.to_str().expect("utf-8"),
+        &data,
+        &["--poll-interval", "1h"],
+    );
+    let good = git(&repo, &["rev-parse", "HEAD"]);
+    assert!(
+        wait_for(Duration::from_secs(20), || (applied_commit(&data)? == good)
+            .then_some(()))
+        .is_some(),
+        "{}",
+        server.log()
+    );
+    // 30 February does not exist.
+    let bad = change_schedule(&repo, "0 0 30 2 *");
+    let errors = wait_for(Duration::from_secs(5), || {
+        let (status, errors) = revision_status(&data, &bad)?;
+        (status == "invalid").then_some(errors.unwrap_or_default())
+    })
+    .unwrap_or_else(|| panic!("not recorded as invalid:\n{}", server.log()));
+    assert!(errors.contains("never fires"), "{errors}");
+    assert!(errors.contains("policies/system.toml"), "{errors}");
+    let schedule = schedule_of(&data, "web-1", "system", "backup").expect("kept");
+    assert!(schedule.contains("30 1 * * *"), "{schedule}");
+}
