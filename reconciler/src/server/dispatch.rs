@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
 use protocol::{JobResult, Outcome, ServerMessage};
-use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 use tracing::{error, info, info_span, warn};
 
 use crate::config::model::{Backend, Config};
@@ -28,7 +28,7 @@ use super::store::{JobRecord, NewJob, Store, StoreError};
 const INIT_RETRY: SignedDuration = SignedDuration::from_mins(10);
 
 /// Queues due jobs, expires late ones and dispatches ready ones, until `shutdown` fires.
-pub async fn schedule(server: Arc<Server>, shutdown: Arc<Notify>) {
+pub async fn schedule(server: Arc<Server>, shutdown: CancellationToken) {
     loop {
         let task_server = Arc::clone(&server);
         let result = tokio::task::spawn_blocking(move || tick(&task_server)).await;
@@ -38,7 +38,7 @@ pub async fn schedule(server: Arc<Server>, shutdown: Arc<Notify>) {
         tokio::select! {
             () = tokio::time::sleep(Duration::from_secs(1)) => {}
             () = server.wake.notified() => {}
-            () = shutdown.notified() => return,
+            () = shutdown.cancelled() => return,
         }
     }
 }
@@ -302,29 +302,40 @@ pub fn queue_followup(
     job: &JobRecord,
     kind: JobKind,
 ) -> Result<String, StoreError> {
-    let now = Timestamp::now();
     let key = AssignmentKey::new(&job.host, &job.policy, kind);
+    queue_unscheduled(store, key, &job.repository, scheduler::MAINTENANCE_MAX_SECS)
+}
+
+/// Queues a run of `key` outside its schedule, to start as soon as its agent can take it,
+/// unless a run of it is already queued or running. Returns the id of the run.
+pub fn queue_unscheduled(
+    store: &mut Store,
+    key: AssignmentKey,
+    repository: &str,
+    max_duration_secs: i64,
+) -> Result<String, StoreError> {
+    let now = Timestamp::now();
     if let Some((id, _)) = store.active_job(&key)? {
         return Ok(id);
     }
     let id = format!(
         "{}.{}.{}.{}",
-        job.host,
-        job.policy,
-        kind,
+        key.host,
+        key.policy,
+        key.kind,
         now.as_millisecond()
     );
     let new = NewJob {
         id: id.clone(),
         key,
-        repository: job.repository.clone(),
+        repository: repository.to_owned(),
         state: JobState::Queued,
         reason: None,
         instant: None,
         catch_up: false,
         run_after: now,
         deadline: now + scheduler::MAX_WAIT,
-        max_duration_secs: scheduler::MAINTENANCE_MAX_SECS,
+        max_duration_secs,
     };
     store.queue_jobs(&[new], &[], now)?;
     Ok(id)

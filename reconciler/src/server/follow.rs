@@ -5,7 +5,8 @@
 
 use std::sync::Arc;
 
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 use tracing::{error, info, info_span, warn};
 
 use crate::config::model::Config;
@@ -162,11 +163,11 @@ pub fn rebuild_schedule(server: &Server) {
 
 /// Rebuilds the schedule whenever a revision was applied, until `shutdown` fires. Several
 /// revisions applied in a row are one rebuild, from the newest.
-pub async fn rebuild_schedules(server: Arc<Server>, shutdown: Arc<Notify>) {
+pub async fn rebuild_schedules(server: Arc<Server>, shutdown: CancellationToken) {
     loop {
         tokio::select! {
             () = server.rebuild.notified() => {}
-            () = shutdown.notified() => return,
+            () = shutdown.cancelled() => return,
         }
         let task_server = Arc::clone(&server);
         if let Err(e) = tokio::task::spawn_blocking(move || rebuild_schedule(&task_server)).await {
@@ -180,7 +181,7 @@ pub async fn follow(
     server: Arc<Server>,
     mut source: GitSource,
     mut changes: mpsc::Receiver<()>,
-    shutdown: Arc<Notify>,
+    shutdown: CancellationToken,
 ) {
     let interrupt = source.interrupt_flag();
     loop {
@@ -227,7 +228,7 @@ pub async fn follow(
             () = tokio::time::sleep(delay) => {}
             Some(()) = changes.recv() => {}
             () = server.fetch_now.notified() => {}
-            () = shutdown.notified() => {
+            () = shutdown.cancelled() => {
                 interrupt.store(true, std::sync::atomic::Ordering::Relaxed);
                 return;
             }

@@ -20,18 +20,43 @@ pub mod webhook;
 #[cfg(test)]
 mod testutil;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 pub use run::Server;
 use settings::{Settings, Source};
 
-/// Starts the server and runs it until Ctrl-C or SIGTERM. Everything that can be wrong with
-/// the settings, the data directory or the identity is reported before anything listens.
-pub async fn serve(settings: Settings) -> anyhow::Result<()> {
+/// A started server: its shared state, its address, and the tasks that run it.
+pub struct Running {
+    pub server: Arc<Server>,
+    /// The address it listens on (the port is known even when the settings asked for 0).
+    pub listen: SocketAddr,
+    shutdown: CancellationToken,
+    tasks: Vec<JoinHandle<()>>,
+    _watch: Option<watch::RepoWatch>,
+}
+
+impl Running {
+    /// Stops every task and closes the agents' connections; returns when all have ended.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        self.server.hub.close_all();
+        for task in self.tasks {
+            let _ = task.await;
+        }
+    }
+}
+
+/// Starts the server: opens the state, loads the identity, binds the address and starts
+/// following the config repository, scheduling and serving HTTP. Everything that can be wrong
+/// with the settings, the data directory or the identity is reported before anything listens.
+pub async fn start(settings: Settings) -> anyhow::Result<Running> {
     let store = store::Store::open(&settings.data_dir)?;
     let identity = crate::secrets::load_identity(&settings.identity).with_context(|| {
         format!(
@@ -57,7 +82,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
 
     // A local repository is watched so a commit is picked up at once; polling covers both.
     let (changes_tx, changes) = mpsc::channel(1);
-    let _watch = match &server.settings.source {
+    let watch = match &server.settings.source {
         Source::Local(path) => Some(watch::watch_repository(
             path,
             watch::DEFAULT_DEBOUNCE,
@@ -66,42 +91,44 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         Source::Remote(_) => None,
     };
 
-    let shutdown = Arc::new(Notify::new());
-    let follower = tokio::spawn(follow::follow(
-        Arc::clone(&server),
-        source,
-        changes,
-        Arc::clone(&shutdown),
-    ));
-    let rebuilder = tokio::spawn(follow::rebuild_schedules(
-        Arc::clone(&server),
-        Arc::clone(&shutdown),
-    ));
-    let scheduler = tokio::spawn(dispatch::schedule(
-        Arc::clone(&server),
-        Arc::clone(&shutdown),
-    ));
-
-    info!(%listen, source = %source_text(&server.settings), "restic-manager serve listening");
-    let stop = {
-        let shutdown = Arc::clone(&shutdown);
-        let server = Arc::clone(&server);
-        async move {
-            shutdown_signal().await;
-            info!("shutting down");
-            shutdown.notify_waiters();
-            server.hub.close_all();
-        }
-    };
-    warp::serve(http::routes(Arc::clone(&server)))
+    let shutdown = CancellationToken::new();
+    let mut tasks = vec![
+        tokio::spawn(follow::follow(
+            Arc::clone(&server),
+            source,
+            changes,
+            shutdown.clone(),
+        )),
+        tokio::spawn(follow::rebuild_schedules(
+            Arc::clone(&server),
+            shutdown.clone(),
+        )),
+        tokio::spawn(dispatch::schedule(Arc::clone(&server), shutdown.clone())),
+    ];
+    let http = warp::serve(http::routes(Arc::clone(&server)))
         .incoming(listener)
-        .graceful(stop)
-        .run()
-        .await;
-    shutdown.notify_waiters();
-    let _ = follower.await;
-    let _ = scheduler.await;
-    let _ = rebuilder.await;
+        .graceful({
+            let shutdown = shutdown.clone();
+            async move { shutdown.cancelled().await }
+        })
+        .run();
+    tasks.push(tokio::spawn(http));
+    info!(%listen, source = %source_text(&server.settings), "restic-manager serve listening");
+    Ok(Running {
+        server,
+        listen,
+        shutdown,
+        tasks,
+        _watch: watch,
+    })
+}
+
+/// Starts the server and runs it until Ctrl-C or SIGTERM.
+pub async fn serve(settings: Settings) -> anyhow::Result<()> {
+    let running = start(settings).await?;
+    shutdown_signal().await;
+    info!("shutting down");
+    running.stop().await;
     Ok(())
 }
 

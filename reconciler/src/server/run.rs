@@ -140,6 +140,35 @@ impl Server {
         }
     }
 
+    /// Queues a run of one of the applied assignments now, outside its schedule. Nothing
+    /// reachable from outside the process calls this: the fleet changes only through the
+    /// config repository. The demo uses it to show a first backup without waiting for 01:30.
+    pub async fn run_now(&self, host: &str, policy: &str, kind: JobKind) -> anyhow::Result<String> {
+        let applied = self
+            .applied()
+            .ok_or_else(|| anyhow::anyhow!("no revision is applied yet"))?;
+        let Some(found) = applied.config.policies.get(policy) else {
+            anyhow::bail!("policy `{policy}` is not in the applied configuration");
+        };
+        if !applied.config.hosts.contains_key(host) {
+            anyhow::bail!("host `{host}` is not in the applied configuration");
+        }
+        let repository = found.repository.clone();
+        let max_duration = if kind == JobKind::Backup {
+            found.max_duration.as_secs()
+        } else {
+            super::scheduler::MAINTENANCE_MAX_SECS
+        };
+        let key = super::model::AssignmentKey::new(host, policy, kind);
+        let id = self
+            .with_store(move |store| {
+                super::dispatch::queue_unscheduled(store, key, &repository, max_duration)
+            })
+            .await?;
+        self.wake.notify_one();
+        Ok(id)
+    }
+
     /// The committed key of a host: `None` when the host is not in the applied configuration,
     /// `Some(None)` when it has no key.
     #[must_use]
