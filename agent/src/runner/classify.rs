@@ -26,6 +26,7 @@ const TAIL_LINES: usize = 50;
 /// Bytes of stderr kept for the result.
 const TAIL_BYTES: usize = 8 * 1024;
 /// Unreadable paths kept for the result; the rest are counted.
+/// NOTE: a cap, so a result stays well inside a protocol frame (docs/src/limitations.md).
 pub(crate) const MAX_UNREADABLE: usize = 1000;
 
 /// How a restic run ended, in the runner's terms.
@@ -201,6 +202,9 @@ impl StderrFacts {
 
 /// How a run that exited with `code` ended. `backup` says whether exit 3 means a partial
 /// snapshot (it does only for `backup`).
+///
+/// NOTE: before restic 0.17 a missing repository is recognised from the texts of the local
+/// and `rest:` backends only; other backends' wording is unchecked (docs/src/limitations.md).
 pub(crate) fn verdict(code: i32, facts: &StderrFacts, features: Features, backup: bool) -> Verdict {
     match code {
         0 => return Verdict::Ok,

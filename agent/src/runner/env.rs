@@ -110,6 +110,9 @@ pub(crate) struct JobDir {
 impl JobDir {
     /// Creates `<work_dir>/job-XXXX` (0700) with the password file (0600) and `tmp/` inside,
     /// and `<work_dir>/cache` (0700) when it is missing.
+    ///
+    /// NOTE: restic strips leading and trailing whitespace from a password it reads from a
+    /// file, so a password that really has some does not work (docs/src/limitations.md).
     pub(crate) fn create(
         work_dir: &Path,
         password: &protocol::Secret,

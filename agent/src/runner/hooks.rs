@@ -66,6 +66,9 @@ pub(crate) fn describe(argv: &[String]) -> String {
 /// Runs `hooks` in order. Before and after hooks stop at the first failure; on-failure hooks
 /// all run, and the first failure is returned. `latest` caps each hook's own timeout (the
 /// job's deadline, for before hooks).
+///
+/// NOTE: what a hook leaves running in the background after it exits is not stopped
+/// (docs/src/limitations.md).
 pub(crate) async fn run_all(
     when: When,
     hooks: &[Vec<String>],

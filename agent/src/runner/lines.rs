@@ -9,6 +9,7 @@
 use tokio::io::{AsyncBufReadExt as _, AsyncRead, BufReader};
 
 /// The longest line kept from restic's stdout or stderr.
+/// NOTE: a longer line is skipped, whatever it held (docs/src/limitations.md).
 pub(crate) const MAX_LINE_BYTES: usize = 64 * 1024 * 1024;
 
 /// How much is read from the pipe at a time.

@@ -920,6 +920,9 @@ impl<'a> Run<'a> {
 
     /// Refreshes the inventory after a backup. A failure here is mentioned, and changes
     /// nothing about the backup's outcome.
+    ///
+    /// NOTE: one more restic run per backup, about half a second of key derivation
+    /// (docs/src/limitations.md, docs/src/performance.md).
     async fn inventory(&mut self, dir: &JobDir, finish: &mut Finish) {
         let step = self
             .restic(dir, Command::Snapshots, args::snapshots(self.job))

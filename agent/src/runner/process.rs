@@ -49,6 +49,9 @@ pub(crate) trait Output {
 /// The grace period between the signals of the stop sequence: a tenth of the time the child
 /// was given, at least 1 s and at most 10 s. A job given seconds is stopped within seconds;
 /// a long one leaves restic time to remove its lock from a slow backend.
+///
+/// NOTE: a restic that needs more than 10 s to remove its lock is killed and leaves a stale
+/// lock (docs/src/limitations.md).
 pub(crate) fn grace_for(budget: Duration) -> Duration {
     (budget / 10).clamp(Duration::from_secs(1), Duration::from_secs(10))
 }

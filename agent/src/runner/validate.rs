@@ -193,6 +193,8 @@ fn check_hooks(hooks: &HookSpec, limits: &Limits) -> Result<(), String> {
 
 /// A backup path must be absolute, free of `..`, and inside the allowed prefixes both as
 /// written and, when it exists, with its symlinks resolved.
+///
+/// NOTE: symlinks are resolved once, when the job starts (docs/src/limitations.md).
 fn check_path(path: &str, allowed: &[PathBuf]) -> Result<(), String> {
     if path.contains('\0') {
         return Err(format!("backup path {path:?} contains a NUL byte"));
