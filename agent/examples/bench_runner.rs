@@ -3,10 +3,8 @@
 //!
 //! Every round initialises two new repositories (not timed), then times, in alternating
 //! order, `restic backup --json --host=… --tag=policy:… -- <data>` with its output going to a
-//! file, and `run_job` of the equivalent backup job. `run_job` also refreshes the snapshot
-//! inventory after the backup, so the direct `restic snapshots` that the inventory runs is
-//! timed too and reported beside it, and so is the backup time restic reports in its summary
-//! either way. One warm-up round is not counted. The figures are in
+//! file, and `run_job` of the equivalent backup job, and reports the backup time restic itself
+//! reports in its summary either way. One warm-up round is not counted. The figures are in
 //! `docs/src/performance.md`.
 //!
 //! ```sh
@@ -193,15 +191,7 @@ async fn main() {
         "--",
         &data_arg,
     ];
-    let list_args = [
-        "snapshots",
-        "--json",
-        "--no-lock",
-        "--host=bench.example.net",
-        "--tag=policy:bench",
-    ];
-
-    let (mut direct, mut listing, mut runner) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut direct, mut runner) = (Vec::new(), Vec::new());
     let mut said: Vec<(f64, f64)> = Vec::new();
     for round in 0..=opts.runs {
         let repo_direct = opts.dir.join(format!("repo-direct-{round}"));
@@ -212,8 +202,7 @@ async fn main() {
         }
         let time_direct = || {
             let (backup, reported) = restic(&opts.restic, &work, &repo_direct, &backup_args);
-            let (list, _) = restic(&opts.restic, &work, &repo_direct, &list_args);
-            (backup, list, reported.unwrap_or(f64::NAN))
+            (backup, reported.unwrap_or(f64::NAN))
         };
         let backup_job = job(&repo_runner, &data);
         let time_runner = async || {
@@ -223,19 +212,19 @@ async fn main() {
             let reported = result.summary.map_or(f64::NAN, |s| s.total_duration);
             (started.elapsed(), reported)
         };
-        let (took_direct, took_list, said_direct, took_runner, said_runner);
+        let (took_direct, said_direct, took_runner, said_runner);
         if round % 2 == 0 {
-            (took_direct, took_list, said_direct) = time_direct();
+            (took_direct, said_direct) = time_direct();
             (took_runner, said_runner) = time_runner().await;
         } else {
             (took_runner, said_runner) = time_runner().await;
-            (took_direct, took_list, said_direct) = time_direct();
+            (took_direct, said_direct) = time_direct();
         }
         for repo in [&repo_direct, &repo_runner] {
             let _ = std::fs::remove_dir_all(repo);
         }
         let line = format!(
-            "direct {took_direct:.2?} (+ snapshots {took_list:.2?}), run_job {took_runner:.2?}; \
+            "direct {took_direct:.2?}, run_job {took_runner:.2?}; \
              restic's own backup time: direct {said_direct:.2}s, in run_job {said_runner:.2}s"
         );
         if round == 0 {
@@ -244,7 +233,6 @@ async fn main() {
         }
         println!("round {round}: {line}");
         direct.push(took_direct);
-        listing.push(took_list);
         runner.push(took_runner);
         said.push((said_direct, said_runner));
     }
@@ -256,14 +244,8 @@ async fn main() {
         )
     };
     let (said_direct, said_runner) = (secs(|p| p.0), secs(|p| p.1));
-    let both: Vec<Duration> = direct.iter().zip(&listing).map(|(d, l)| *d + *l).collect();
-    let spreads = [&direct, &listing, &both, &runner].map(|series| spread(series));
-    let (backup, list, sum, run) = (
-        median(direct),
-        median(listing),
-        median(both),
-        median(runner),
-    );
+    let (s_backup, s_run) = (spread(&direct), spread(&runner));
+    let (backup, run) = (median(direct), median(runner));
     let pct = |a: Duration, base: Duration| (a.as_secs_f64() / base.as_secs_f64() - 1.0) * 100.0;
     println!("{}", detected.version_line());
     println!(
@@ -272,18 +254,11 @@ async fn main() {
         opts.mib.div_ceil(10),
         opts.runs
     );
-    let [s_backup, s_list, s_sum, s_run] = spreads;
     println!("median direct `restic backup`:             {backup:.2?} ({s_backup})");
-    println!("median direct `restic snapshots` after it: {list:.2?} ({s_list})");
-    println!("median direct backup + snapshots:          {sum:.2?} ({s_sum})");
-    println!("median run_job (backup + inventory):       {run:.2?} ({s_run})");
+    println!("median run_job of the backup job:          {run:.2?} ({s_run})");
     println!(
         "run_job vs direct backup:                  {:+.1} %",
         pct(run, backup)
-    );
-    println!(
-        "run_job vs direct backup + snapshots:      {:+.1} %",
-        pct(run, sum)
     );
     println!(
         "median backup time restic reported itself: direct {said_direct:.2?}, in run_job \

@@ -1,4 +1,5 @@
-//! The seam between the job manager and whatever runs a job: in the agent, the restic runner.
+//! The seam between the job manager and whatever runs a job: in the agent, the restic runner
+//! ([`ResticExecutor`]).
 //!
 //! The job manager decides whether a job runs at all (its host, its id, whether it ran
 //! before) and what happens to its result; an [`Executor`] only runs it. Keeping that seam a
@@ -7,22 +8,17 @@
 
 use std::future::Future;
 
-use protocol::{JobResult, JobSpec, LogStream, Outcome};
+use std::path::PathBuf;
+
+use protocol::{JobResult, JobSpec, Outcome};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-/// Something to tell the server while a job runs.
-///
-/// NOTE: a copy of `runner::JobEvent` exactly as the runner contract defines it, kept here
-/// while the runner is built in another branch. When the runner is merged this enum is
-/// replaced by `pub use crate::runner::JobEvent;`.
-#[derive(Debug, Clone, PartialEq)]
-pub enum JobEvent {
-    /// At most one per second per job (the runner throttles).
-    Progress(protocol::Progress),
-    /// A line restic or a hook wrote, cut to `protocol::MAX_LOG_LINE_BYTES`.
-    Log { stream: LogStream, line: String },
-}
+use crate::runner::{Limits, Restic, RunContext, run_job};
+use crate::settings::Settings;
+
+/// Something to tell the server while a job runs: the runner's events.
+pub use crate::runner::JobEvent;
 
 /// Runs jobs the job manager has cleared to run.
 pub trait Executor: Send + Sync + 'static {
@@ -41,33 +37,61 @@ pub trait Executor: Send + Sync + 'static {
     ) -> impl Future<Output = JobResult> + Send;
 }
 
-/// The executor of a build without the restic runner: every job fails, saying why.
-///
-/// NOTE: stands in only until the runner branch is merged, when the binary wires
-/// `runner::run_job` through an executor instead (see `docs/src/limitations.md`).
-#[derive(Debug, Clone, Copy, Default)]
-pub struct NoRunner;
+/// The agent's executor: the restic runner, with the agent's restic binary, local limits and
+/// work directory. restic is detected for every job (a cheap `restic version`), so an upgrade
+/// of restic takes effect without restarting the agent.
+#[derive(Debug, Clone)]
+pub struct ResticExecutor {
+    restic: PathBuf,
+    limits: Limits,
+    work_dir: PathBuf,
+}
 
-impl Executor for NoRunner {
+impl ResticExecutor {
+    #[must_use]
+    pub fn new(settings: &Settings) -> Self {
+        Self {
+            restic: settings.restic.clone(),
+            limits: settings.limits.clone(),
+            work_dir: crate::state::work_dir(&settings.state_dir),
+        }
+    }
+}
+
+impl Executor for ResticExecutor {
     async fn restic_version(&self) -> Option<String> {
-        None
+        Restic::detect(&self.restic)
+            .await
+            .ok()
+            .map(|restic| restic.version_line().to_owned())
     }
 
     async fn run(
         &self,
         job: JobSpec,
-        _events: mpsc::UnboundedSender<JobEvent>,
-        _cancel: CancellationToken,
+        events: mpsc::UnboundedSender<JobEvent>,
+        cancel: CancellationToken,
     ) -> JobResult {
-        let now = jiff::Timestamp::now();
-        crate::state::synthetic_result(
-            &job.id,
-            Outcome::Failed,
-            "this build of restic-manager-agent has no restic runner, so the job was not run; \
-             install a build that includes it"
-                .to_owned(),
-            now,
-            now,
-        )
+        let restic = match Restic::detect(&self.restic).await {
+            Ok(restic) => restic,
+            Err(e) => {
+                let now = jiff::Timestamp::now();
+                return crate::state::synthetic_result(
+                    &job.id,
+                    Outcome::Failed,
+                    format!("restic cannot be run on this host: {e}"),
+                    now,
+                    now,
+                );
+            }
+        };
+        let ctx = RunContext {
+            restic,
+            limits: self.limits.clone(),
+            work_dir: self.work_dir.clone(),
+            events,
+            cancel,
+        };
+        run_job(&ctx, &job).await
     }
 }

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use agent::executor::NoRunner;
+use agent::executor::ResticExecutor;
 use agent::key::{self, DEFAULT_KEY_FILE};
 use agent::service::{self, AgentError};
 use agent::settings::{self, RunArgs, Settings};
@@ -168,7 +168,8 @@ fn run(args: RunArgs) -> u8 {
             "restic-manager-agent {} starting",
             env!("CARGO_PKG_VERSION")
         );
-        match service::run(settings, key, Arc::new(NoRunner), shutdown).await {
+        let executor = Arc::new(ResticExecutor::new(&settings));
+        match service::run(settings, key, executor, shutdown).await {
             Ok(()) => {
                 info!("stopped");
                 0

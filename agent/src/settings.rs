@@ -27,22 +27,9 @@ pub const DEFAULT_STATE_DIR: &str = "/var/lib/restic-manager-agent";
 /// Default restic binary: looked up on `PATH`.
 pub const DEFAULT_RESTIC: &str = "restic";
 
-/// What the agent's own local file allows. A compromised server or config repository cannot
-/// make the agent go beyond these.
-///
-/// NOTE: a copy of `runner::Limits` exactly as the runner contract defines it, kept here while
-/// the runner is built in another branch. When the runner is merged this struct is replaced by
-/// `pub use crate::runner::Limits;` and nothing else here changes.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Limits {
-    /// Hooks run only when true. Default: false.
-    pub allow_hooks: bool,
-    /// When non-empty, every backup path must be one of these absolute prefixes or below one.
-    /// Empty: any absolute path.
-    pub allowed_paths: Vec<PathBuf>,
-    /// Upper bound on any job's run time, whatever the server asks. None: the job's own.
-    pub max_duration: Option<Duration>,
-}
+/// What the agent's own local file allows: the runner's limits, read from the `[limits]` keys
+/// of the file.
+pub use crate::runner::Limits;
 
 /// The flags of `run`, and the agent file's keys. `None` means "not given here".
 #[derive(Debug, Default, Clone, clap::Args, Deserialize)]

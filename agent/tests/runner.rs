@@ -199,6 +199,16 @@ fn backup_job(url: &str, password: &str, paths: &[&Path]) -> JobSpec {
     j
 }
 
+/// The inventory job the server queues after `backup`: the same host, policy and repository.
+fn inventory_of(backup: &JobSpec) -> JobSpec {
+    let mut j = backup.clone();
+    j.id = format!("{}-inventory", backup.id);
+    j.kind = JobKind::Snapshots;
+    j.backup = None;
+    j.init_if_missing = false;
+    j
+}
+
 async fn run(ctx: &RunContext, job: &JobSpec) -> JobResult {
     tokio::time::timeout(JOB_TIMEOUT, run_job(ctx, job))
         .await
@@ -359,7 +369,8 @@ async fn init_backup_and_check_work_with_a_password_full_of_shell_characters() {
             "repository `local` already exists; nothing to do"
         );
 
-        let backup = run(&ctx, &backup_job(&url(&repo), password, &[&src])).await;
+        let backup_spec = backup_job(&url(&repo), password, &[&src]);
+        let backup = run(&ctx, &backup_spec).await;
         assert_eq!(backup.outcome, Outcome::Succeeded, "{}", backup.message);
         assert_eq!(backup.exit_code, Some(0));
         let summary = backup.summary.clone().expect("a backup summary");
@@ -371,10 +382,11 @@ async fn init_backup_and_check_work_with_a_password_full_of_shell_characters() {
                 .message
                 .starts_with(&format!("snapshot {} made: 2 new", &id[..8]))
         );
-        let snapshots = backup
-            .snapshots
-            .clone()
-            .expect("the inventory after a backup");
+        // The inventory is its own job, not a second restic run inside the backup.
+        assert_eq!(backup.snapshots, None);
+        let listed = run(&ctx, &inventory_of(&backup_spec)).await;
+        assert_eq!(listed.outcome, Outcome::Succeeded, "{}", listed.message);
+        let snapshots = listed.snapshots.clone().expect("the inventory");
         assert_eq!(snapshots.len(), 1);
         assert!(id.starts_with(&snapshots[0].id) || snapshots[0].id.starts_with(&id));
         assert_eq!(snapshots[0].hostname, "web-1.example.net");
@@ -457,7 +469,8 @@ async fn a_missing_repository_is_reported_or_created_when_the_job_allows_it() {
             "{}",
             made.message
         );
-        assert_eq!(made.snapshots.map(|s| s.len()), Some(1));
+        let listed = run(&ctx, &inventory_of(&creating)).await;
+        assert_eq!(listed.snapshots.map(|s| s.len()), Some(1));
     }
 }
 
@@ -591,7 +604,7 @@ async fn an_unreadable_file_makes_a_partial_backup_that_names_it() {
                 locked.display()
             )
         );
-        assert_eq!(result.snapshots.map(|s| s.len()), Some(1));
+        assert_eq!(result.snapshots, None, "the inventory is a job of its own");
     }
 }
 
@@ -939,8 +952,7 @@ async fn a_json_line_of_several_megabytes_and_malformed_lines_are_handled() {
     let restic = lab
         .fake_restic(
             "restic-noisy",
-            "case \"$1\" in\n  snapshots) echo '[]'; exit 0;;\nesac\n\
-             printf '{\"message_type\":\"status\",\"percent_done\":0.5,\"total_files\":3,\"current_files\":[\"'\n\
+            "printf '{\"message_type\":\"status\",\"percent_done\":0.5,\"total_files\":3,\"current_files\":[\"'\n\
              head -c 6000000 /dev/zero | tr '\\0' a\n\
              printf '\"]}\\n'\n\
              echo '{\"message_type\":'\n\
@@ -962,7 +974,7 @@ async fn a_json_line_of_several_megabytes_and_malformed_lines_are_handled() {
         "{}",
         result.message
     );
-    assert_eq!(result.snapshots, Some(vec![]));
+    assert_eq!(result.snapshots, None);
 
     let events = drain(&mut rx);
     let progress: Vec<_> = events
@@ -983,7 +995,7 @@ async fn a_json_line_of_several_megabytes_and_malformed_lines_are_handled() {
 }
 
 #[tokio::test]
-async fn a_failed_inventory_is_mentioned_and_keeps_the_backups_outcome() {
+async fn a_failed_inventory_job_says_why_and_a_backup_never_runs_one() {
     let lab = Lab::new();
     let restic = lab
         .fake_restic(
@@ -995,17 +1007,23 @@ async fn a_failed_inventory_is_mentioned_and_keeps_the_backups_outcome() {
         .await;
     let src = lab.source("src", &[("a", "a")]);
     let (ctx, _rx) = lab.ctx(&restic, Limits::default());
-    let result = run(&ctx, &backup_job("/unused", "pw", &[&src])).await;
+    let backup = backup_job("/unused", "pw", &[&src]);
+    let result = run(&ctx, &backup).await;
     assert_eq!(result.outcome, Outcome::Succeeded, "{}", result.message);
     assert_eq!(result.snapshots, None);
-    assert_eq!(result.exit_code, Some(0));
     assert!(
-        result.message.ends_with(
-            "; the snapshot list could not be refreshed: exit code 1: Fatal: listing snapshots \
-             failed"
-        ),
+        result.message.starts_with("snapshot 01234567 made"),
         "{}",
         result.message
+    );
+
+    let listed = run(&ctx, &inventory_of(&backup)).await;
+    assert_eq!(listed.outcome, Outcome::Failed, "{}", listed.message);
+    assert_eq!(listed.snapshots, None);
+    assert!(
+        listed.message.contains("Fatal: listing snapshots failed"),
+        "{}",
+        listed.message
     );
 }
 

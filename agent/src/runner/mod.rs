@@ -854,7 +854,9 @@ impl<'a> Run<'a> {
         } else {
             String::new()
         };
-        let mut finish = match step.ending(self.features) {
+        // The inventory is a job of its own, which the server queues after every backup that
+        // made a snapshot: a backup through the agent costs what the backup costs.
+        match step.ending(self.features) {
             Ending::Verdict(Verdict::Ok) => Finish::new(
                 Outcome::Succeeded,
                 format!("{created}{}", self.made_snapshot()),
@@ -863,10 +865,8 @@ impl<'a> Run<'a> {
                 Outcome::Partial,
                 format!("{created}{}", self.partial_message(&step)),
             ),
-            _ => return self.failure(&step),
-        };
-        self.inventory(dir, &mut finish).await;
-        finish
+            _ => self.failure(&step),
+        }
     }
 
     fn made_snapshot(&self) -> String {
@@ -916,30 +916,6 @@ impl<'a> Run<'a> {
             if count == 1 { "" } else { "s" },
             shown.join(", ")
         )
-    }
-
-    /// Refreshes the inventory after a backup. A failure here is mentioned, and changes
-    /// nothing about the backup's outcome.
-    ///
-    /// NOTE: one more restic run per backup, about half a second of key derivation
-    /// (docs/src/limitations.md, docs/src/performance.md).
-    async fn inventory(&mut self, dir: &JobDir, finish: &mut Finish) {
-        let step = self
-            .restic(dir, Command::Snapshots, args::snapshots(self.job))
-            .await;
-        let listed = match step.ending(self.features) {
-            Ending::Verdict(Verdict::Ok) => read_snapshots(&step),
-            _ => Err(step.reason()),
-        };
-        match listed {
-            Ok(list) => self.snapshots = Some(list),
-            Err(reason) => {
-                warn!(%reason, "cannot refresh the snapshot list");
-                finish.message.push_str(&format!(
-                    "; the snapshot list could not be refreshed: {reason}"
-                ));
-            }
-        }
     }
 
     async fn snapshots_job(&mut self, dir: &JobDir) -> Finish {

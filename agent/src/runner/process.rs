@@ -114,7 +114,7 @@ pub(crate) async fn run(
     deadline: Instant,
     cancel: &CancellationToken,
     grace: Duration,
-    output: &mut dyn Output,
+    output: &mut (dyn Output + Send),
 ) -> Result<Ended, RunnerError> {
     command
         .stdin(Stdio::null())

@@ -323,6 +323,13 @@ impl Server {
                         store.put_snapshots(&job.host, &job.policy, &job.repository, snapshots)?;
                     }
                     log_finished(&job, &result, state);
+                    if job.kind == JobKind::Backup
+                        && matches!(result.outcome, Outcome::Succeeded | Outcome::Partial)
+                    {
+                        // The new snapshot shows in the inventory at once, not at the next
+                        // daily refresh.
+                        super::dispatch::queue_followup(store, &job, JobKind::Snapshots)?;
+                    }
                     if result.outcome == Outcome::BlockedByLock {
                         // restic's unlock removes only stale locks (a dead process's, or very
                         // old ones), never a live one: safe to try before the next run.
