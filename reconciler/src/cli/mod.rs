@@ -4,6 +4,7 @@
 //! error; plan exits 0 no change, 1 changes, 2 error, 3 risky change with `--fail-on-risky`.
 
 mod audit;
+mod demo;
 mod keys;
 mod plan;
 mod serve;
@@ -38,6 +39,8 @@ enum Command {
     Serve(serve::Args),
     /// Read the server's audit log, or check its hash chain (`audit verify`).
     Audit(audit::Args),
+    /// Run a server, an agent for this machine and a real restic backup, all on this machine.
+    Demo(demo::Args),
 }
 
 /// Output format of the reporting commands.
@@ -72,6 +75,7 @@ pub fn main() -> ExitCode {
         Command::Seal(args) => keys::seal(&args),
         Command::Serve(args) => serve::run(args),
         Command::Audit(args) => audit::run(&args),
+        Command::Demo(args) => demo::run(args),
     };
     ExitCode::from(code)
 }

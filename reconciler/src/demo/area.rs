@@ -81,35 +81,45 @@ pub struct Area {
 }
 
 impl Area {
+    #[must_use]
     pub fn config(&self) -> PathBuf {
         self.root.join("config")
     }
+    #[must_use]
     pub fn server(&self) -> PathBuf {
         self.root.join("server")
     }
+    #[must_use]
     pub fn identity(&self) -> PathBuf {
         self.server().join("identity.txt")
     }
+    #[must_use]
     pub fn agent(&self) -> PathBuf {
         self.root.join("agent")
     }
+    #[must_use]
     pub fn agent_key(&self) -> PathBuf {
         self.agent().join("agent.key")
     }
+    #[must_use]
     pub fn agent_settings(&self) -> PathBuf {
         self.agent().join("agent.toml")
     }
+    #[must_use]
     pub fn restic_repo(&self) -> PathBuf {
         self.root.join("restic-repo")
     }
+    #[must_use]
     pub fn password_file(&self) -> PathBuf {
         self.root.join("restic-password.txt")
     }
+    #[must_use]
     pub fn sample(&self) -> PathBuf {
         self.root.join("sample")
     }
 
     /// Whether the area was set up by an earlier run (with `--dir`).
+    #[must_use]
     pub fn exists(&self) -> bool {
         self.root.join(MARKER).is_file()
     }
@@ -122,10 +132,13 @@ pub fn check_root(root: &Path) -> anyhow::Result<()> {
     }
     if root.exists() {
         if !root.is_dir() {
-            bail!("{} is not a directory; pass --dir a new or empty directory", root.display());
+            bail!(
+                "{} is not a directory; pass --dir a new or empty directory",
+                root.display()
+            );
         }
-        let mut entries = std::fs::read_dir(root)
-            .with_context(|| format!("cannot read {}", root.display()))?;
+        let mut entries =
+            std::fs::read_dir(root).with_context(|| format!("cannot read {}", root.display()))?;
         if entries.next().is_some() {
             bail!(
                 "{} is not empty and holds no earlier demo; pass --dir a new or empty directory \
@@ -182,7 +195,10 @@ pub fn write_sample(dir: &Path) -> anyhow::Result<()> {
         )?;
     }
     write("etc/app.conf", b"listen = 127.0.0.1:9000\nworkers = 4\n")?;
-    write("scratch.tmp", b"temporary: excluded by the policy's `*.tmp`\n")?;
+    write(
+        "scratch.tmp",
+        b"temporary: excluded by the policy's `*.tmp`\n",
+    )?;
     // A simple generator is enough to make bytes restic cannot deduplicate or compress.
     let mut state: u64 = 0x2545_f491_4f6c_dd1d;
     let mut data = Vec::with_capacity(2 << 20);
@@ -252,7 +268,9 @@ pub fn demo_policy(sample: &Path) -> anyhow::Result<String> {
         .lines()
         .find(|line| line.starts_with("paths = "))
         .context("the example's system policy has no `paths = ` line")?;
-    let sample = sample.to_str().context("the demo directory's path is not UTF-8")?;
+    let sample = sample
+        .to_str()
+        .context("the demo directory's path is not UTF-8")?;
     Ok(example.replace(
         paths_line,
         &format!(
@@ -279,7 +297,15 @@ pub fn create_config_repo(
         write_file(&repo, path, text)?;
     }
     git(&repo, &["add", "-A"])?;
-    git(&repo, &["commit", "-q", "-m", "The example fleet, as shipped in examples/config-repo"])?;
+    git(
+        &repo,
+        &[
+            "commit",
+            "-q",
+            "-m",
+            "The example fleet, as shipped in examples/config-repo",
+        ],
+    )?;
 
     // This machine only: the example's hosts, its off-site repository and its chat webhook
     // are sealed to the public demo identity and point at machines that do not exist here.
@@ -315,7 +341,9 @@ pub fn create_config_repo(
     let zone = jiff::tz::TimeZone::system()
         .iana_name()
         .filter(|name| crate::config::model::TimeZoneName::parse(name).is_ok())
-        .map_or(String::new(), |name| format!("timezone = {}\n", toml_string(name)));
+        .map_or(String::new(), |name| {
+            format!("timezone = {}\n", toml_string(name))
+        });
     let host_file = format!("hosts/{}.toml", area.host);
     write_file(
         &repo,
@@ -340,8 +368,20 @@ pub fn create_config_repo(
     // Enrolling a host is a reviewed commit of its agent's public key.
     let text = std::fs::read_to_string(repo.join(&host_file))
         .with_context(|| format!("cannot read {host_file}"))?;
-    write_file(&repo, &host_file, &format!("{text}agent-key = \"{agent_key}\"\n"))?;
-    git(&repo, &["commit", "-q", "-am", &format!("Enrol {}'s agent", area.host)])?;
+    write_file(
+        &repo,
+        &host_file,
+        &format!("{text}agent-key = \"{agent_key}\"\n"),
+    )?;
+    git(
+        &repo,
+        &[
+            "commit",
+            "-q",
+            "-am",
+            &format!("Enrol {}'s agent", area.host),
+        ],
+    )?;
 
     std::fs::write(
         area.root.join(MARKER),
@@ -357,7 +397,8 @@ pub fn create_config_repo(
 pub fn write_agent_settings(area: &Area, server: &str, restic: &Path) -> anyhow::Result<()> {
     let path = |p: &Path| -> anyhow::Result<String> {
         Ok(toml_string(
-            p.to_str().context("the demo directory's path is not UTF-8")?,
+            p.to_str()
+                .context("the demo directory's path is not UTF-8")?,
         ))
     };
     let text = format!(
@@ -394,7 +435,10 @@ mod tests {
         on_disk.sort();
         let mut embedded: Vec<String> = EXAMPLE.iter().map(|(p, _)| (*p).to_owned()).collect();
         embedded.sort();
-        assert_eq!(embedded, on_disk, "embed every file of examples/config-repo in EXAMPLE");
+        assert_eq!(
+            embedded, on_disk,
+            "embed every file of examples/config-repo in EXAMPLE"
+        );
         for (path, text) in EXAMPLE {
             assert_eq!(&std::fs::read_to_string(root.join(path)).unwrap(), text);
         }
@@ -411,7 +455,11 @@ mod tests {
     #[test]
     fn the_demo_policy_backs_up_the_sample_and_keeps_the_rest() {
         let text = demo_policy(Path::new("/tmp/a \"quoted\" dir/sample")).unwrap();
-        assert!(text.contains(r#"paths = ["/tmp/a \"quoted\" dir/sample"]"#), "{text}");
+        let parsed: toml::Table = toml::from_str(&text).unwrap();
+        assert_eq!(
+            parsed["paths"].as_array().unwrap()[0].as_str(),
+            Some("/tmp/a \"quoted\" dir/sample")
+        );
         assert!(text.contains("retention = "), "{text}");
         assert!(!text.contains("\"/etc\""), "{text}");
     }

@@ -29,10 +29,10 @@ use report::Report;
 const MIN_RESTIC: (u32, u32, u32) = (0, 14, 0);
 
 /// How long the demo waits for the server to apply its config and the agent to connect.
-const START_TIMEOUT: Duration = Duration::from_secs(60);
+const START_TIMEOUT: Duration = Duration::from_mins(1);
 
 /// How long one job of the first cycle may take before the demo gives up on it.
-const JOB_TIMEOUT: Duration = Duration::from_secs(600);
+const JOB_TIMEOUT: Duration = Duration::from_mins(10);
 
 /// What the user asked for.
 #[derive(Debug, Clone)]
@@ -76,11 +76,16 @@ pub async fn run(options: Options, out: &mut Report) -> anyhow::Result<Cycle> {
         root,
         host: area::host_name(system.as_deref()),
     };
-    out.intro(&area, options.dir.is_some(), restic.version_line(), &options.restic);
+    out.intro(
+        &area,
+        options.dir.is_some(),
+        restic.version_line(),
+        &options.restic,
+    );
 
     let fresh = !area.exists();
     if fresh {
-        set_up(&area, &options.restic)?;
+        set_up(&area)?;
     }
     out.step(&format!(
         "config repository {} (git log shows the example, the demo's changes, and the enrolment \
@@ -142,7 +147,10 @@ pub async fn run(options: Options, out: &mut Report) -> anyhow::Result<Cycle> {
     }
     running.stop().await;
     if options.dir.is_none() {
-        out.note(&format!("removing the working area {}", area.root.display()));
+        out.note(&format!(
+            "removing the working area {}",
+            area.root.display()
+        ));
     }
     Ok(outcome)
 }
@@ -165,9 +173,10 @@ async fn check_restic(binary: &Path) -> anyhow::Result<agent::runner::Restic> {
 }
 
 /// Creates the working area's contents.
-fn set_up(area: &Area, restic: &Path) -> anyhow::Result<()> {
+fn set_up(area: &Area) -> anyhow::Result<()> {
     for dir in [area.server(), area.agent(), area.sample()] {
-        std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
     }
     let recipient = crate::secrets::write_identity(&area.identity())?;
     let password = random_password();
@@ -175,9 +184,7 @@ fn set_up(area: &Area, restic: &Path) -> anyhow::Result<()> {
     area::write_sample(&area.sample())?;
     let key = agent::key::generate(&area.agent_key())?;
     let agent_key = protocol::public_key_text(&key.verifying_key());
-    area::create_config_repo(area, &recipient, &password, &agent_key)?;
-    let _ = restic;
-    Ok(())
+    area::create_config_repo(area, &recipient, &password, &agent_key)
 }
 
 fn random_password() -> String {
@@ -249,9 +256,15 @@ async fn first_cycle(
         let id = server.run_now(&area.host, area::POLICY, kind).await?;
         let ok = report::watch_job(server, &area.host, &id, JOB_TIMEOUT, out).await?;
         all_ok &= ok;
-        if kind == JobKind::Backup && !ok {
-            // Without a snapshot there is nothing to forget or check.
-            break;
+        if kind == JobKind::Backup {
+            if !ok {
+                // Without a snapshot there is nothing to forget or check.
+                break;
+            }
+            // The server refreshes the host's snapshot inventory after every backup.
+            if let Some(id) = inventory_after(server, &area.host, &id).await? {
+                all_ok &= report::watch_job(server, &area.host, &id, JOB_TIMEOUT, out).await?;
+            }
         }
     }
     Ok(if all_ok {
@@ -259,6 +272,30 @@ async fn first_cycle(
     } else {
         Cycle::SomethingFailed
     })
+}
+
+/// The inventory job the server queued after the backup `backup_id`.
+async fn inventory_after(
+    server: &Arc<crate::server::Server>,
+    host: &str,
+    backup_id: &str,
+) -> anyhow::Result<Option<String>> {
+    let (host, backup_id) = (host.to_owned(), backup_id.to_owned());
+    let key = crate::server::model::AssignmentKey::new(&host, area::POLICY, JobKind::Snapshots);
+    let found = server
+        .with_store(move |store| {
+            let Some(backup) = store.job(&backup_id)? else {
+                return Ok(None);
+            };
+            Ok::<_, crate::server::store::StoreError>(
+                store
+                    .last_job(&key)?
+                    .filter(|job| job.created_at >= backup.created_at)
+                    .map(|job| job.id),
+            )
+        })
+        .await?;
+    Ok(found)
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

@@ -59,13 +59,18 @@ impl Report {
     }
 
     pub fn intro(&mut self, area: &Area, kept: bool, restic: &str, binary: &Path) {
-        self.line("restic-manager demo: a server, an agent for this machine and a real restic backup");
+        self.line(
+            "restic-manager demo: a server, an agent for this machine and a real restic backup",
+        );
         let lifetime = if kept {
             "kept after the demo; run the same command again to restart it"
         } else {
             "temporary, removed when the demo stops; keep it with --dir DIR"
         };
-        self.line(&format!("  working area: {} ({lifetime})", area.root.display()));
+        self.line(&format!(
+            "  working area: {} ({lifetime})",
+            area.root.display()
+        ));
         self.line(&format!("  restic:       {restic} ({})", binary.display()));
     }
 
@@ -90,7 +95,9 @@ impl Report {
             "  restic -r {root}/restic-repo --password-file {root}/restic-password.txt snapshots"
         ));
         self.line(&format!("  git -C {root}/config log --stat"));
-        self.line(&format!("  restic-manager audit log --data-dir {root}/server"));
+        self.line(&format!(
+            "  restic-manager audit log --data-dir {root}/server"
+        ));
         self.line(&format!("  restic-manager show {root}/config"));
     }
 
@@ -100,7 +107,12 @@ impl Report {
             "The demo keeps running: the server schedules as the config says. Press Ctrl-C to stop.",
         );
         let scheduler = server.scheduler.lock().expect("scheduler lock");
-        for kind in [JobKind::Backup, JobKind::Forget, JobKind::Prune, JobKind::Check] {
+        for kind in [
+            JobKind::Backup,
+            JobKind::Forget,
+            JobKind::Prune,
+            JobKind::Check,
+        ] {
             let key = AssignmentKey::new(&area.host, area::POLICY, kind);
             if let Some(next) = scheduler.next_instant(&key) {
                 let local = next.to_zoned(jiff::tz::TimeZone::system());
@@ -114,10 +126,13 @@ impl Report {
 
     fn outcome(&mut self, job: &JobRecord) {
         let label = format!("{} {}/{}", job.kind, job.host, job.policy);
+        // The store keeps whole seconds.
         let took = match (job.started_at, job.finished_at) {
-            (Some(start), Some(end)) => {
-                format!(" in {:.1} s", end.duration_since(start).as_secs_f64())
-            }
+            (Some(start), Some(end)) => match end.duration_since(start).as_secs() {
+                0 => " in under a second".to_owned(),
+                1 => " in about a second".to_owned(),
+                n => format!(" in about {n} s"),
+            },
             _ => String::new(),
         };
         let mark = if job.state == JobState::Succeeded {
@@ -126,7 +141,16 @@ impl Report {
             "FAIL"
         };
         self.line(&format!("  {mark} {label:<24} {}{took}", job.state));
-        if let Some(message) = job.message.as_deref().filter(|m| !m.is_empty()) {
+        let summary = job
+            .summary
+            .as_deref()
+            .and_then(|text| serde_json::from_str::<BackupSummary>(text).ok());
+        // A backup's summary below says what its message says, in more detail.
+        if let Some(message) = job
+            .message
+            .as_deref()
+            .filter(|m| !m.is_empty() && (summary.is_none() || job.state != JobState::Succeeded))
+        {
             self.line(&format!("       {message}"));
         }
         if job.state != JobState::Succeeded
@@ -134,11 +158,7 @@ impl Report {
         {
             self.line(&format!("       {reason}"));
         }
-        if let Some(summary) = job
-            .summary
-            .as_deref()
-            .and_then(|text| serde_json::from_str::<BackupSummary>(text).ok())
-        {
+        if let Some(summary) = summary {
             self.line(&format!(
                 "       snapshot {}: {} files ({} new, {} changed, {} unmodified), {} processed, \
                  {} added to the repository, restic took {:.1} s",
@@ -158,7 +178,14 @@ impl Report {
         if job.state != JobState::Succeeded
             && let Some(tail) = job.stderr_tail.as_deref().filter(|t| !t.trim().is_empty())
         {
-            for line in tail.lines().rev().take(5).collect::<Vec<_>>().into_iter().rev() {
+            for line in tail
+                .lines()
+                .rev()
+                .take(5)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+            {
                 self.line(&format!("       restic: {line}"));
             }
         }
@@ -168,10 +195,7 @@ impl Report {
 /// A size in bytes, in binary units.
 #[must_use]
 pub fn bytes(n: u64) -> String {
-    #[allow(
-        clippy::cast_precision_loss,
-        reason = "a size shown with one decimal"
-    )]
+    #[allow(clippy::cast_precision_loss, reason = "a size shown with one decimal")]
     let value = n as f64;
     match n {
         0..1024 => format!("{n} B"),
@@ -216,7 +240,10 @@ pub async fn watch_job(
             return Ok(job.state == JobState::Succeeded);
         }
         if tokio::time::Instant::now() > deadline {
-            anyhow::bail!("job {id} did not finish within {timeout:?}; it is {}", job.state);
+            anyhow::bail!(
+                "job {id} did not finish within {timeout:?}; it is {}",
+                job.state
+            );
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
