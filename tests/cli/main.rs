@@ -4,6 +4,7 @@
 mod agent_session;
 mod common;
 mod docs;
+mod fleet;
 mod plan;
 mod schema;
 mod secrets;
