@@ -349,7 +349,7 @@ fn whole_fleet_against(version: &str) {
     };
 
     // Every kind of job runs and succeeds through the server and the agent.
-    let all = wait_for(Duration::from_secs(120), || {
+    let all = wait_for(Duration::from_mins(2), || {
         let done = ["init", "backup", "snapshots", "forget", "prune", "check"]
             .iter()
             .all(|kind| count(&data, kind, "succeeded") > 0);
@@ -409,7 +409,7 @@ fn whole_fleet_against(version: &str) {
     })
     .unwrap_or_else(|| panic!("{}", context("no job was blocked by the stale lock")));
     assert!(blocked.contains("lock"), "{blocked}");
-    let unlocked = wait_for(Duration::from_secs(60), || {
+    let unlocked = wait_for(Duration::from_mins(1), || {
         (count(&data, "unlock", "succeeded") > 0).then_some(())
     });
     assert!(
@@ -417,7 +417,7 @@ fn whole_fleet_against(version: &str) {
         "{}",
         context("no unlock after the blocked job")
     );
-    let after: i64 = wait_for(Duration::from_secs(60), || {
+    let after: i64 = wait_for(Duration::from_mins(1), || {
         let n: i64 = state(&data)?
             .query_row(
                 "SELECT count(*) FROM jobs WHERE kind IN ('forget', 'prune', 'check') AND \
