@@ -671,3 +671,82 @@ fn kill_9_of_the_server_loses_no_job_and_runs_none_twice() {
     assert!(out.stdout.starts_with("audit log intact"), "{}", out.stdout);
     let _ = workspace();
 }
+
+#[test]
+fn an_oversized_or_malformed_frame_from_an_agent_does_not_hurt_the_server() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (key, public) = agent_key(16);
+    let repo = session_repo(dir.path(), Some(&public), 30);
+    let data = dir.path().join("data");
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut server = demo_server(&repo, &data, &addr);
+    assert!(
+        wait_for(Duration::from_secs(20), || crate::serve::applied_commit(
+            &data
+        ))
+        .is_some(),
+        "{}",
+        server.log()
+    );
+    let url = format!("ws://{addr}{}", protocol::AGENT_PATH);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        // Before authenticating: garbage instead of a hello is turned away.
+        let (mut socket, _) = tokio_tungstenite::connect_async(&url)
+            .await
+            .expect("connect");
+        socket
+            .send(Message::text("{\"type\":\"hello\""))
+            .await
+            .expect("send");
+        let closed = tokio::time::timeout(Duration::from_secs(5), socket.next()).await;
+        assert!(
+            matches!(closed, Ok(None | Some(Ok(Message::Close(_)) | Err(_)))),
+            "{closed:?}"
+        );
+
+        // After authenticating: a frame over the limit ends that connection only.
+        let (mut socket, _) = tokio_tungstenite::connect_async(&url)
+            .await
+            .expect("connect");
+        let (server_id, nonce, at) = challenge(&mut socket, &public).await;
+        let signed = protocol::auth_message(&server_id, &nonce, at, "web-1", &public);
+        let verdict = answer(&mut socket, protocol::sign_challenge(&key, &signed)).await;
+        assert!(
+            matches!(verdict, ServerMessage::Welcome { .. }),
+            "{verdict:?}"
+        );
+        let huge = format!(
+            "{{\"type\":\"log\",\"job-id\":\"x\",\"stream\":\"agent\",\"line\":\"{}\"}}",
+            "a".repeat(protocol::MAX_FRAME_BYTES + 1)
+        );
+        let _ = socket.send(Message::text(huge)).await;
+        let ended = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                match socket.next().await {
+                    None | Some(Err(_) | Ok(Message::Close(_))) => return,
+                    Some(Ok(_)) => {}
+                }
+            }
+        })
+        .await;
+        assert!(
+            ended.is_ok(),
+            "the oversized frame did not end the connection"
+        );
+    });
+    assert!(
+        server.child.try_wait().expect("status").is_none(),
+        "the server must keep running:\n{}",
+        server.log()
+    );
+    // And it still serves agents.
+    let agent = ScriptedAgent::start(&addr, "web-1", key, Script::SucceedAll);
+    let back = wait_for(Duration::from_secs(10), || {
+        (agent.seen.lock().expect("lock").welcomed > 0).then_some(())
+    });
+    assert!(back.is_some(), "{}", server.log());
+}
