@@ -33,6 +33,16 @@ pub(crate) const OLDEST: (u32, u32, u32) = (0, 14, 0);
 /// How long `restic version` may take.
 const VERSION_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// A relative path with a directory in it (`bin/restic`) made absolute, since restic runs in
+/// a job's own directory; a bare name (`restic`) is left for the `PATH` lookup.
+fn resolve(binary: &Path) -> PathBuf {
+    if binary.is_relative() && binary.components().count() > 1 {
+        std::path::absolute(binary).unwrap_or_else(|_| binary.to_owned())
+    } else {
+        binary.to_owned()
+    }
+}
+
 /// A detected restic binary.
 #[derive(Debug, Clone)]
 pub struct Restic {
@@ -45,6 +55,7 @@ impl Restic {
     /// Runs `<binary> version` and parses it. Fails (typed error naming the binary and what it
     /// printed) when it cannot run, or when the version is older than 0.14.0.
     pub async fn detect(binary: &Path) -> Result<Restic, RunnerError> {
+        let binary = &resolve(binary);
         let mut command = Command::new(binary);
         command
             .arg("version")
@@ -169,6 +180,18 @@ fn parse_version(line: &str) -> Option<(u32, u32, u32)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_relative_binary_path_is_made_absolute_and_a_bare_name_is_left_to_path() {
+        let resolved = resolve(Path::new("tools/bin/restic"));
+        assert!(resolved.is_absolute(), "{}", resolved.display());
+        assert!(resolved.ends_with("tools/bin/restic"));
+        assert_eq!(resolve(Path::new("restic")), Path::new("restic"));
+        assert_eq!(
+            resolve(Path::new("/usr/bin/restic")),
+            Path::new("/usr/bin/restic")
+        );
+    }
 
     #[test]
     fn parses_release_and_development_versions() {
