@@ -1,6 +1,7 @@
 //! `restic-manager serve`: the reconciler. It follows the config repository ([`source`],
 //! [`watch`], [`webhook`]), keeps its state in `SQLite`, turns the applied revision into
-//! schedules, and dispatches jobs ([`jobspec`]) to agents.
+//! schedules, and dispatches jobs ([`jobspec`]) to agents. Its state can be read, never
+//! changed, through the status view, the JSON API and `/metrics` ([`web`]).
 
 pub mod dispatch;
 pub mod follow;
@@ -15,6 +16,7 @@ pub mod settings;
 pub mod source;
 pub mod store;
 pub mod watch;
+pub mod web;
 pub mod webhook;
 
 #[cfg(test)]
@@ -46,6 +48,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         .as_deref()
         .map(webhook::WebhookSecret::from_file)
         .transpose()?;
+    let view_access = web::access::ViewAccess::load(&settings.view)?;
     let mut source = follow::open_source(&settings)?;
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
@@ -54,6 +57,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
 
     let server = Arc::new(Server::new(settings, store, identity, webhook_secret));
     follow::restore(&server, &mut source);
+    let view = Arc::new(web::View::new(Arc::clone(&server), view_access)?);
 
     // A local repository is watched so a commit is picked up at once; polling covers both.
     let (changes_tx, changes) = mpsc::channel(1);
@@ -93,7 +97,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
             server.hub.close_all();
         }
     };
-    warp::serve(http::routes(Arc::clone(&server)))
+    warp::serve(http::routes(Arc::clone(&server), view))
         .incoming(listener)
         .graceful(stop)
         .run()
