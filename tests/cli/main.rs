@@ -11,3 +11,4 @@ mod serve;
 mod show;
 mod validate;
 mod validate_rev;
+mod web;

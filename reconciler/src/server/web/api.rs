@@ -489,9 +489,7 @@ pub async fn host_detail(
 /// The 404 for a host that is not in the revision in force.
 #[must_use]
 pub fn unknown_host(name: &str) -> WebError {
-    WebError::NotFound(format!(
-        "no host named `{name}` in the revision in force; the hosts are listed at /api/v1/hosts"
-    ))
+    WebError::NotFound(format!("no host named `{name}` in the revision in force"))
 }
 
 /// `GET /api/v1/jobs?host=&state=&limit=`.

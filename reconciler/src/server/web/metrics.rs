@@ -265,7 +265,7 @@ pub fn render(
     gauge(
         &registry,
         "restic_manager_assignments",
-        "Applied assignments: host × policy × job kind, snapshot inventories included.",
+        "Applied assignments: one per host, policy and job kind.",
     )?
     .set(to_i64(fleet.assignments));
 
