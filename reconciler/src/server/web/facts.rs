@@ -422,6 +422,160 @@ pub fn rfc3339(at: Timestamp) -> String {
 mod tests {
     use super::*;
 
+    fn at(secs: i64) -> Timestamp {
+        Timestamp::from_second(1_800_000_000 + secs).unwrap()
+    }
+
+    const DAY: i64 = 86_400;
+
+    fn fleet(now: Timestamp) -> Fleet {
+        Fleet {
+            now,
+            applied: None,
+            revisions: Revisions::default(),
+            source_error: None,
+            connected: BTreeSet::new(),
+            sessions: HashMap::new(),
+            backups: Vec::new(),
+            active_jobs: Vec::new(),
+            pending: Vec::new(),
+            inventories: Vec::new(),
+            assignments: 0,
+        }
+    }
+
+    fn job(id: &str, state: JobState, finished: Option<i64>, message: Option<&str>) -> JobBrief {
+        JobBrief {
+            id: id.into(),
+            host: "web-1".into(),
+            policy: "system".into(),
+            kind: JobKind::Backup,
+            repository: "local".into(),
+            state,
+            reason: None,
+            outcome: None,
+            exit_code: None,
+            message: message.map(str::to_owned),
+            catch_up: false,
+            instant: None,
+            created_at: at(finished.unwrap_or(0) - 60),
+            started_at: None,
+            finished_at: finished.map(at),
+        }
+    }
+
+    fn facts(last_ended: Option<JobBrief>, success: Option<i64>) -> BackupFacts {
+        BackupFacts {
+            host: "web-1".into(),
+            policy: "system".into(),
+            repository: "local".into(),
+            newest: last_ended.clone(),
+            last_ended,
+            last_success: success.map(|s| ("web-1.system.backup.1".to_owned(), at(s))),
+        }
+    }
+
+    fn offline_since(fleet: &mut Fleet, secs: i64) {
+        fleet.sessions.insert(
+            "web-1".into(),
+            SessionRecord {
+                host: "web-1".into(),
+                remote: "192.0.2.1:5000".into(),
+                agent_version: "1".into(),
+                restic_version: None,
+                connected_at: at(secs - 3600),
+                disconnected_at: Some(at(secs)),
+            },
+        );
+    }
+
+    #[test]
+    fn a_backup_older_than_twice_its_interval_is_stale_and_the_offline_agent_is_named() {
+        let mut fleet = fleet(at(3 * DAY + 100));
+        offline_since(&mut fleet, 100);
+        let ok = job("b1", JobState::Succeeded, Some(100), None);
+        let status = judge(
+            &fleet,
+            facts(Some(ok), Some(100)),
+            Some(SignedDuration::from_hours(24)),
+            None,
+            false,
+        );
+        assert_eq!(status.health, Health::Stale);
+        assert_eq!(
+            status.message,
+            "no backup of web-1/system for 3 days (it runs every 24 h): its agent is offline \
+             since 2027-01-15 08:01:40 UTC (3 days ago); check restic-manager-agent on web-1"
+        );
+        assert_eq!(status.age, Some(SignedDuration::from_secs(3 * DAY)));
+
+        // Within twice the interval it is fine, and the message says how old it is.
+        let mut fleet = super::tests::fleet(at(DAY + 100));
+        fleet.connected.insert("web-1".into());
+        let ok = job("b1", JobState::Succeeded, Some(100), None);
+        let status = judge(
+            &fleet,
+            facts(Some(ok), Some(100)),
+            Some(SignedDuration::from_hours(24)),
+            None,
+            false,
+        );
+        assert_eq!(status.health, Health::Ok);
+        assert_eq!(status.message, "last backup of web-1/system 24 h ago");
+    }
+
+    #[test]
+    fn a_failed_last_backup_says_why_and_how_old_the_last_good_one_is() {
+        let mut fleet = fleet(at(2 * 3600));
+        fleet.connected.insert("web-1".into());
+        let failed = job(
+            "b2",
+            JobState::Failed,
+            Some(3600),
+            Some("repository is locked"),
+        );
+        let status = judge(
+            &fleet,
+            facts(Some(failed), Some(0)),
+            Some(SignedDuration::from_hours(1)),
+            Some(at(3 * 3600)),
+            false,
+        );
+        assert_eq!(status.health, Health::Failed);
+        assert_eq!(
+            status.message,
+            "the last backup of web-1/system failed 1 h ago: repository is locked; the last \
+             good backup is 2 h old; the next run is due 2027-01-15 11:00:00 UTC"
+        );
+
+        let missed = job("b3", JobState::Missed, Some(3600), None);
+        let status = judge(&fleet, facts(Some(missed), None), None, None, false);
+        assert_eq!(status.health, Health::Failed);
+        assert!(
+            status
+                .message
+                .starts_with("the last backup of web-1/system missed 1 h ago; no backup of it"),
+            "{}",
+            status.message
+        );
+    }
+
+    #[test]
+    fn no_backup_yet_and_a_paused_host_are_not_alarms_but_say_why() {
+        let fleet = fleet(at(0));
+        let status = judge(&fleet, facts(None, None), None, None, false);
+        assert_eq!(status.health, Health::Never);
+        assert!(!status.health.is_problem());
+        assert_eq!(
+            status.message,
+            "no backup of web-1/system yet: web-1 has no agent-key yet; start its agent and \
+             commit the key it shows (see pending agents)"
+        );
+        let status = judge(&fleet, facts(None, Some(-10 * DAY)), None, None, true);
+        assert_eq!(status.health, Health::Paused);
+        assert!(status.message.contains("is paused"), "{}", status.message);
+    }
+
     #[test]
     fn durations_read_as_words() {
         let s = SignedDuration::from_secs;
