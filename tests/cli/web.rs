@@ -424,6 +424,12 @@ impl Fleet {
             &addr,
             &["--poll-interval", "1h"],
         );
+        // An agent that connects before its key is applied is refused, and this one stops.
+        wait_for(Duration::from_secs(20), || {
+            let status = try_get(&addr, "/api/v1/status", None)?.json();
+            (!status["revision"].is_null()).then_some(())
+        })
+        .unwrap_or_else(|| panic!("no revision applied:\n{}", server.log()));
         let web1 = Agent::start(&addr, "web-1", key);
         let (stranger, _) = agent_key(42);
         let db1 = Agent::start(&addr, "db-1", stranger);

@@ -52,7 +52,8 @@ pub enum ViewSetupError {
 }
 
 impl View {
-    /// Reads the token file, compiles the templates and starts counting job results.
+    /// Compiles the templates and starts counting job results; `access` holds the rules,
+    /// with the token already read.
     pub fn new(server: Arc<Server>, access: ViewAccess) -> Result<Self, ViewSetupError> {
         let pages = Pages::new()?;
         let results = {
@@ -121,7 +122,7 @@ async fn handle(
             .get(header::AUTHORIZATION)
             .map(HeaderValue::as_bytes);
         if let Err(e) = view.access.check(remote, authorization) {
-            tracing::info!(remote = ?remote, path, error = %e, "view request refused");
+            tracing::debug!(remote = ?remote, path, error = %e, "view request refused");
             return Err(e);
         }
         if method != Method::GET && method != Method::HEAD {
