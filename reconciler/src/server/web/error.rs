@@ -124,3 +124,56 @@ impl WebError {
         response
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::server::store::StoreError;
+
+    #[test]
+    fn an_internal_error_is_told_without_its_cause() {
+        let err = WebError::internal(
+            "listing jobs",
+            StoreError::Decode("no such column: jobs.secret_detail".into()),
+        );
+        assert_eq!(err.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let told = err.public_text();
+        assert_eq!(
+            told,
+            "internal error while listing jobs; the server's log has the details"
+        );
+        // The cause stays in what is logged.
+        assert!(err.to_string().contains("secret_detail"), "{err}");
+    }
+
+    #[test]
+    fn each_error_has_its_status() {
+        let cases = [
+            (
+                WebError::Forbidden {
+                    client: "192.0.2.1".into(),
+                },
+                403,
+            ),
+            (WebError::Unauthorized { reason: "no token" }, 401),
+            (
+                WebError::MethodNotAllowed {
+                    method: "POST".into(),
+                },
+                405,
+            ),
+            (WebError::NotFound("no host".into()), 404),
+            (
+                WebError::BadParameter {
+                    name: "limit".into(),
+                    message: "x".into(),
+                },
+                400,
+            ),
+        ];
+        for (err, status) in cases {
+            assert_eq!(err.status().as_u16(), status, "{err}");
+            assert_eq!(err.public_text(), err.to_string());
+        }
+    }
+}
