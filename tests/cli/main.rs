@@ -12,3 +12,4 @@ mod serve;
 mod show;
 mod validate;
 mod validate_rev;
+mod web;

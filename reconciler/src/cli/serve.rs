@@ -33,6 +33,14 @@ pub struct Args {
     /// File holding the shared secret of POST /hooks/git.
     #[arg(long, env = "RM_WEBHOOK_SECRET_FILE")]
     pub webhook_secret_file: Option<PathBuf>,
+    /// Client networks allowed to read the status view, the JSON API and /metrics, as CIDRs
+    /// separated by commas. [default: `127.0.0.0/8,::1/128`]
+    #[arg(long, env = "RM_VIEW_ALLOW", value_delimiter = ',')]
+    pub view_allow: Vec<String>,
+    /// File holding the bearer token every request to the view, the API and /metrics must
+    /// carry (`Authorization: Bearer <token>`).
+    #[arg(long, env = "RM_VIEW_TOKEN_FILE")]
+    pub view_token_file: Option<PathBuf>,
 }
 
 /// Runs the server; 0 after a clean shutdown, 2 when it could not start.
@@ -46,6 +54,8 @@ pub fn run(args: Args) -> u8 {
         branch: args.branch,
         poll_interval: args.poll_interval,
         webhook_secret_file: empty_as_none(args.webhook_secret_file),
+        view_allow: (!args.view_allow.is_empty()).then_some(args.view_allow),
+        view_token_file: empty_as_none(args.view_token_file),
     };
     let settings = match Settings::resolve(empty_as_none(args.config).as_deref(), over) {
         Ok(settings) => settings,

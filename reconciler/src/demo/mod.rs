@@ -97,8 +97,8 @@ pub async fn run(options: Options, out: &mut Report) -> anyhow::Result<Cycle> {
     let running = crate::server::start(server_settings(&area, options.listen)).await?;
     let server = Arc::clone(&running.server);
     out.step(&format!(
-        "server listening on {} (identity {})",
-        running.listen, server.server_id
+        "server listening on {} (identity {}); status page http://{}/",
+        running.listen, server.server_id, running.listen
     ));
     area::write_agent_settings(&area, &format!("ws://{}", running.listen), &options.restic)?;
     let agent_stop = CancellationToken::new();
@@ -218,6 +218,7 @@ fn server_settings(area: &Area, listen: SocketAddr) -> Settings {
         branch: "main".to_owned(),
         poll_interval: Duration::from_mins(1),
         webhook_secret_file: None,
+        view: crate::server::settings::ViewSettings::default(),
     }
 }
 

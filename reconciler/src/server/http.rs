@@ -1,8 +1,11 @@
-//! The server's HTTP surface: the agents' WebSocket, the git webhook, and a health check.
+//! The server's HTTP surface: the agents' WebSocket, the git webhook, a health check, and the
+//! read-only status view with its JSON API and `/metrics` ([`super::web`]).
 //!
 //! Every route is read-only towards the fleet: nothing here can start a job or change a
 //! setting. The webhook only asks for an earlier fetch of the branch the server follows, and
-//! only with a valid signature; a bad one is answered 401 and audited.
+//! only with a valid signature; a bad one is answered 401 and audited. The view answers only
+//! the clients its access rules allow; the WebSocket and the webhook authenticate on their
+//! own and are not subject to those rules.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -14,6 +17,7 @@ use warp::http::{HeaderMap, StatusCode};
 
 use super::hub;
 use super::run::Server;
+use super::web::{self, View};
 use super::webhook;
 
 /// The largest webhook body accepted. Push events are small; a larger body is refused
@@ -27,6 +31,7 @@ const WEBHOOK_MAX_BYTES: u64 = 1024 * 1024;
 )]
 pub fn routes(
     server: Arc<Server>,
+    view: Arc<View>,
 ) -> impl warp::Filter<Extract = (impl warp::Reply,), Error = std::convert::Infallible> + Clone {
     let with_server = {
         let server = Arc::clone(&server);
@@ -63,10 +68,8 @@ pub fn routes(
         .and(warp::get())
         .map(|| "ok\n");
 
-    agent
-        .or(hook)
-        .or(health)
-        .recover(|rejection: warp::Rejection| async move {
+    agent.or(hook).or(health).or(web::routes(view)).recover(
+        |rejection: warp::Rejection| async move {
             let (status, text) = if rejection.is_not_found() {
                 (StatusCode::NOT_FOUND, "not found\n")
             } else if rejection.find::<warp::reject::PayloadTooLarge>().is_some() {
@@ -77,7 +80,8 @@ pub fn routes(
                 (StatusCode::BAD_REQUEST, "bad request\n")
             };
             Ok::<_, std::convert::Infallible>(warp::reply::with_status(text, status))
-        })
+        },
+    )
 }
 
 /// `POST /hooks/git`: a verified request asks for an immediate fetch.

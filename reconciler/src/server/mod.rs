@@ -1,6 +1,7 @@
 //! `restic-manager serve`: the reconciler. It follows the config repository ([`source`],
 //! [`watch`], [`webhook`]), keeps its state in `SQLite`, turns the applied revision into
-//! schedules, and dispatches jobs ([`jobspec`]) to agents.
+//! schedules, and dispatches jobs ([`jobspec`]) to agents. Its state can be read, never
+//! changed, through the status view, the JSON API and `/metrics` ([`web`]).
 
 pub mod dispatch;
 pub mod follow;
@@ -15,6 +16,7 @@ pub mod settings;
 pub mod source;
 pub mod store;
 pub mod watch;
+pub mod web;
 pub mod webhook;
 
 #[cfg(test)]
@@ -71,6 +73,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
         .as_deref()
         .map(webhook::WebhookSecret::from_file)
         .transpose()?;
+    let view_access = web::access::ViewAccess::load(&settings.view)?;
     let mut source = follow::open_source(&settings)?;
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
@@ -79,6 +82,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
 
     let server = Arc::new(Server::new(settings, store, identity, webhook_secret));
     follow::restore(&server, &mut source);
+    let view = Arc::new(web::View::new(Arc::clone(&server), view_access)?);
 
     // A local repository is watched so a commit is picked up at once; polling covers both.
     let (changes_tx, changes) = mpsc::channel(1);
@@ -105,7 +109,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
         )),
         tokio::spawn(dispatch::schedule(Arc::clone(&server), shutdown.clone())),
     ];
-    let http = warp::serve(http::routes(Arc::clone(&server)))
+    let http = warp::serve(http::routes(Arc::clone(&server), view))
         .incoming(listener)
         .graceful({
             let shutdown = shutdown.clone();

@@ -2,7 +2,8 @@
 //! repository it follows and with which secrets. They live outside the config repository, in
 //! a small TOML file, and every key can also be given as a flag or an `RM_*` environment
 //! variable. A flag wins over the environment, the environment over the file, the file over
-//! the defaults (made for one machine: data in `./data`, listening on 127.0.0.1).
+//! the defaults (made for one machine: data in `./data`, listening on 127.0.0.1, the status
+//! view readable from loopback only).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -24,6 +25,10 @@ pub const DEFAULT_BRANCH: &str = "main";
 /// Default time between two fetches of a remote repository.
 pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_mins(1);
 
+/// Default client networks allowed to read the status view, the JSON API and `/metrics`:
+/// loopback only.
+pub const DEFAULT_VIEW_ALLOW: [&str; 2] = ["127.0.0.0/8", "::1/128"];
+
 /// The settings file as written. Every key is optional; unknown keys are errors.
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
@@ -32,6 +37,7 @@ pub struct SettingsFile {
     pub data_dir: Option<PathBuf>,
     pub identity: Option<PathBuf>,
     pub git: Option<GitFile>,
+    pub view: Option<ViewFile>,
 }
 
 /// The `[git]` table of the settings file.
@@ -45,6 +51,17 @@ pub struct GitFile {
     pub webhook_secret_file: Option<PathBuf>,
 }
 
+/// The `[view]` table of the settings file: who may read the status view, the JSON API and
+/// `/metrics`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct ViewFile {
+    /// Client networks (CIDRs, or single addresses) allowed to read the view.
+    pub allow: Option<Vec<String>>,
+    /// A file holding the bearer token every view request must carry.
+    pub token_file: Option<PathBuf>,
+}
+
 /// What the command line and environment gave; `None` means "not given".
 #[derive(Debug, Default, Clone)]
 pub struct Overrides {
@@ -55,6 +72,8 @@ pub struct Overrides {
     pub branch: Option<String>,
     pub poll_interval: Option<String>,
     pub webhook_secret_file: Option<PathBuf>,
+    pub view_allow: Option<Vec<String>>,
+    pub view_token_file: Option<PathBuf>,
 }
 
 /// The server's settings, complete and checked.
@@ -68,6 +87,30 @@ pub struct Settings {
     pub branch: String,
     pub poll_interval: Duration,
     pub webhook_secret_file: Option<PathBuf>,
+    pub view: ViewSettings,
+}
+
+/// Who may read the status view, the JSON API and `/metrics`. The agents' WebSocket and the
+/// webhook are not governed by this: they authenticate on their own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ViewSettings {
+    /// Client networks allowed; a request from any other address is answered 403. Empty: the
+    /// view answers nobody.
+    pub allow: Vec<ipnet::IpNet>,
+    /// When set, every view request must carry `Authorization: Bearer <the file's token>`.
+    pub token_file: Option<PathBuf>,
+}
+
+impl Default for ViewSettings {
+    fn default() -> Self {
+        Self {
+            allow: DEFAULT_VIEW_ALLOW
+                .iter()
+                .filter_map(|net| net.parse().ok())
+                .collect(),
+            token_file: None,
+        }
+    }
 }
 
 /// Where the config repository comes from.
@@ -106,6 +149,7 @@ impl Settings {
             None => SettingsFile::default(),
         };
         let git = parsed.git.unwrap_or_default();
+        let view_file = parsed.view.unwrap_or_default();
 
         let listen_text = over
             .listen
@@ -165,6 +209,14 @@ impl Settings {
             }
         };
 
+        let view = ViewSettings {
+            allow: match over.view_allow.or(view_file.allow) {
+                None => ViewSettings::default().allow,
+                Some(list) => parse_networks(&list)?,
+            },
+            token_file: over.view_token_file.or(view_file.token_file),
+        };
+
         Ok(Settings {
             listen,
             data_dir,
@@ -173,6 +225,7 @@ impl Settings {
             branch,
             poll_interval,
             webhook_secret_file: over.webhook_secret_file.or(git.webhook_secret_file),
+            view,
         })
     }
 }
@@ -211,6 +264,28 @@ fn parse_source(text: &str) -> Result<Source, SettingsError> {
     Ok(Source::Local(PathBuf::from(text)))
 }
 
+/// Reads `view.allow`: CIDRs such as `10.0.0.0/8`, or single addresses (a `/32` or `/128`).
+fn parse_networks(list: &[String]) -> Result<Vec<ipnet::IpNet>, SettingsError> {
+    list.iter()
+        .map(|text| {
+            let text = text.trim();
+            if let Ok(net) = text.parse::<ipnet::IpNet>() {
+                // `10.1.2.3/8` is read as the network it lies in, 10.0.0.0/8.
+                return Ok(net.trunc());
+            }
+            text.parse::<std::net::IpAddr>()
+                .map(ipnet::IpNet::from)
+                .map_err(|_| SettingsError::Invalid {
+                    key: "view.allow",
+                    message: format!(
+                        "`{text}` is not a network such as 192.0.2.0/24 or ::1/128, nor an \
+                         address"
+                    ),
+                })
+        })
+        .collect()
+}
+
 fn url_check(text: &str) -> Result<(), SettingsError> {
     if text.contains(char::is_whitespace) {
         return Err(SettingsError::Invalid {
@@ -247,6 +322,56 @@ mod tests {
         assert_eq!(s.source, Source::Local("/srv/config".into()));
         assert_eq!(s.branch, "main");
         assert_eq!(s.poll_interval, Duration::from_mins(1));
+        let allow: Vec<String> = s.view.allow.iter().map(ToString::to_string).collect();
+        assert_eq!(allow, ["127.0.0.0/8", "::1/128"]);
+        assert_eq!(s.view.token_file, None);
+    }
+
+    #[test]
+    fn the_view_table_sets_networks_and_a_token_file_and_flags_win() {
+        let file = write(
+            "[git]\nrepository = \"/srv/config\"\n[view]\n\
+             allow = [\"10.1.2.3/8\", \"192.0.2.7\", \"2001:db8::/32\"]\n\
+             token-file = \"/etc/restic-manager/view-token\"\n",
+        );
+        let s = Settings::resolve(Some(file.path()), Overrides::default()).unwrap();
+        let allow: Vec<String> = s.view.allow.iter().map(ToString::to_string).collect();
+        assert_eq!(allow, ["10.0.0.0/8", "192.0.2.7/32", "2001:db8::/32"]);
+        assert_eq!(
+            s.view.token_file,
+            Some(PathBuf::from("/etc/restic-manager/view-token"))
+        );
+
+        let over = Overrides {
+            view_allow: Some(vec!["127.0.0.1".into()]),
+            ..Overrides::default()
+        };
+        let s = Settings::resolve(Some(file.path()), over).unwrap();
+        let allow: Vec<String> = s.view.allow.iter().map(ToString::to_string).collect();
+        assert_eq!(allow, ["127.0.0.1/32"]);
+    }
+
+    #[test]
+    fn a_bad_network_or_view_key_is_named() {
+        let over = Overrides {
+            view_allow: Some(vec!["127.0.0.1".into(), "office".into()]),
+            ..with_repo()
+        };
+        let err = Settings::resolve(None, over).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "view.allow: `office` is not a network such as 192.0.2.0/24 or ::1/128, nor an \
+             address"
+        );
+
+        let file = write("[view]\nallow-from = [\"127.0.0.1\"]\n");
+        let err = Settings::resolve(Some(file.path()), with_repo())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("allow-from") && err.contains("line 2"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -326,6 +451,7 @@ mod tests {
         assert_eq!(s.data_dir, PathBuf::from("/var/lib/restic-manager"));
         assert!(matches!(s.source, Source::Remote(_)));
         assert!(s.webhook_secret_file.is_some());
+        assert_eq!(s.view, ViewSettings::default());
     }
 
     #[test]

@@ -14,6 +14,7 @@
 mod audit;
 mod jobs;
 mod migrations;
+pub mod queries;
 #[cfg(test)]
 mod tests;
 
