@@ -1450,6 +1450,7 @@ async fn no_secret_shows_on_any_command_line_while_a_backup_runs() {
             "PATH",
             "RESTIC_CACHE_DIR",
             "RESTIC_PASSWORD_FILE",
+            "RESTIC_PROGRESS_FPS",
             "RESTIC_REPOSITORY",
             "TMPDIR",
         ];

@@ -4,10 +4,10 @@
 //! Children start from an empty environment: the agent's own variables (a stray
 //! `RESTIC_PASSWORD` or `RESTIC_REPOSITORY` of the service manager, for instance) never reach
 //! them. restic gets `PATH`, `HOME`, `LANG=C.UTF-8`, a cache under the agent's work directory,
-//! a `TMPDIR` inside the job's directory, the repository as `RESTIC_REPOSITORY` (never `-r`,
-//! so the location never shows in `/proc/*/cmdline`), the password through
-//! `RESTIC_PASSWORD_FILE` (a 0600 file in a 0700 directory removed after the job) and the
-//! job's backend variables. Hooks get the first four only: no credentials.
+//! a `TMPDIR` inside the job's directory, `RESTIC_PROGRESS_FPS=1`, the repository as
+//! `RESTIC_REPOSITORY` (never `-r`, so the location never shows in `/proc/*/cmdline`), the
+//! password through `RESTIC_PASSWORD_FILE` (a 0600 file in a 0700 directory removed after the
+//! job) and the job's backend variables. Hooks get the first four only: no credentials.
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
@@ -77,13 +77,14 @@ pub(crate) fn check_backend_env(env: &BTreeMap<String, protocol::Secret>) -> Res
 /// Variables a job may not set: the ones the runner sets itself, and ones that would let
 /// whoever controls the job run code or read files on the host.
 fn reserved(name: &str) -> Option<&'static str> {
-    const OWN: [&str; 6] = [
+    const OWN: [&str; 7] = [
         "PATH",
         "HOME",
         "TMPDIR",
         "LANG",
         "RESTIC_CACHE_DIR",
         "RESTIC_HOST",
+        "RESTIC_PROGRESS_FPS",
     ];
     if OWN.contains(&name) || name.starts_with("LC_") {
         return Some("the agent sets itself");
@@ -205,6 +206,9 @@ fn restic_env_from(
         .collect();
     env.push(("RESTIC_CACHE_DIR".into(), cache_dir(work_dir).into()));
     env.push(("TMPDIR".into(), job_dir.tmp().into()));
+    // The agent passes progress on once a second; restic's default of 60 status lines a
+    // second would only cost CPU beside the backup.
+    env.push(("RESTIC_PROGRESS_FPS".into(), "1".into()));
     env.push((
         "RESTIC_PASSWORD_FILE".into(),
         job_dir.password_file().into(),
@@ -334,6 +338,7 @@ mod tests {
                 "LANG",
                 "RESTIC_CACHE_DIR",
                 "TMPDIR",
+                "RESTIC_PROGRESS_FPS",
                 "RESTIC_PASSWORD_FILE",
                 "RESTIC_REPOSITORY",
                 "AWS_ACCESS_KEY_ID"
