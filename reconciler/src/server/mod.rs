@@ -12,6 +12,7 @@ pub mod model;
 pub mod reconcile;
 pub mod run;
 pub mod scheduler;
+pub mod secret_file;
 pub mod settings;
 pub mod source;
 pub mod store;

@@ -8,7 +8,6 @@
 //! errors are safe to log and to answer with: they never contain the secret or the expected
 //! signature.
 
-use std::io::Read as _;
 use std::path::{Path, PathBuf};
 
 use hmac::{Hmac, Mac as _};
@@ -116,51 +115,21 @@ impl WebhookSecret {
     /// Reads the secret from `path`: the whole file, less one trailing newline (`\n` or
     /// `\r\n`). A file that group or others may read is accepted with a warning.
     pub fn from_file(path: &Path) -> Result<Self, SecretFileError> {
-        let read_error = |source| SecretFileError::Read {
-            path: path.to_owned(),
-            source,
-        };
-        let file = std::fs::File::open(path).map_err(read_error)?;
-        warn_if_shared(path, &file);
-        let mut content = Vec::new();
-        file.take(MAX_SECRET_BYTES + 1)
-            .read_to_end(&mut content)
-            .map_err(read_error)?;
-        if content.len() as u64 > MAX_SECRET_BYTES {
-            return Err(SecretFileError::TooLong {
+        let content = super::secret_file::read(path, MAX_SECRET_BYTES, "the webhook secret file")
+            .map_err(|problem| match problem {
+            super::secret_file::Problem::Io(source) => SecretFileError::Read {
                 path: path.to_owned(),
-            });
-        }
-
-        if content.last() == Some(&b'\n') {
-            content.pop();
-            if content.last() == Some(&b'\r') {
-                content.pop();
-            }
-        }
+                source,
+            },
+            super::secret_file::Problem::TooLong => SecretFileError::TooLong {
+                path: path.to_owned(),
+            },
+        })?;
         Self::new(content).ok_or_else(|| SecretFileError::Empty {
             path: path.to_owned(),
         })
     }
 }
-
-#[cfg(unix)]
-fn warn_if_shared(path: &Path, file: &std::fs::File) {
-    use std::os::unix::fs::PermissionsExt as _;
-
-    if let Ok(meta) = file.metadata()
-        && meta.permissions().mode() & 0o077 != 0
-    {
-        tracing::warn!(
-            path = %path.display(),
-            mode = format!("{:o}", meta.permissions().mode() & 0o777),
-            "the webhook secret file may be read by other users; chmod 600 it"
-        );
-    }
-}
-
-#[cfg(not(unix))]
-fn warn_if_shared(_path: &Path, _file: &std::fs::File) {}
 
 /// Checks a webhook request: `header` looks a header up by name (case-insensitively, as HTTP
 /// header maps do), `body` is the raw request body.

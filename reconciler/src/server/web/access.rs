@@ -6,7 +6,6 @@
 //! should then name the proxy and the proxy should do the access control;
 //! `X-Forwarded-For` is never read, since any client can send it.
 
-use std::io::Read as _;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
@@ -138,27 +137,16 @@ fn bearer(header: &[u8]) -> Option<&[u8]> {
 /// Reads the token: the whole file less one trailing newline. A file that group or others
 /// may read is accepted with a warning.
 fn read_token(path: &Path) -> Result<Vec<u8>, TokenFileError> {
-    let read_error = |source| TokenFileError::Read {
-        path: path.to_owned(),
-        source,
-    };
-    let file = std::fs::File::open(path).map_err(read_error)?;
-    warn_if_shared(path, &file);
-    let mut content = Vec::new();
-    file.take(MAX_TOKEN_BYTES + 1)
-        .read_to_end(&mut content)
-        .map_err(read_error)?;
-    if content.len() as u64 > MAX_TOKEN_BYTES {
-        return Err(TokenFileError::TooLong {
-            path: path.to_owned(),
-        });
-    }
-    if content.last() == Some(&b'\n') {
-        content.pop();
-        if content.last() == Some(&b'\r') {
-            content.pop();
-        }
-    }
+    let content = crate::server::secret_file::read(path, MAX_TOKEN_BYTES, "the view token file")
+        .map_err(|problem| match problem {
+            crate::server::secret_file::Problem::Io(source) => TokenFileError::Read {
+                path: path.to_owned(),
+                source,
+            },
+            crate::server::secret_file::Problem::TooLong => TokenFileError::TooLong {
+                path: path.to_owned(),
+            },
+        })?;
     let token = content.trim_ascii();
     if token.is_empty() {
         return Err(TokenFileError::Empty {
@@ -172,24 +160,6 @@ fn read_token(path: &Path) -> Result<Vec<u8>, TokenFileError> {
     }
     Ok(token.to_vec())
 }
-
-#[cfg(unix)]
-fn warn_if_shared(path: &Path, file: &std::fs::File) {
-    use std::os::unix::fs::PermissionsExt as _;
-
-    if let Ok(meta) = file.metadata()
-        && meta.permissions().mode() & 0o077 != 0
-    {
-        tracing::warn!(
-            path = %path.display(),
-            mode = format!("{:o}", meta.permissions().mode() & 0o777),
-            "the view token file may be read by other users; chmod 600 it"
-        );
-    }
-}
-
-#[cfg(not(unix))]
-fn warn_if_shared(_path: &Path, _file: &std::fs::File) {}
 
 #[cfg(test)]
 mod tests {
