@@ -509,27 +509,6 @@ impl Store {
         Ok(())
     }
 
-    /// The newest session of every host that ever connected: (host, remote, agent version,
-    /// restic version, connected at, disconnected at).
-    pub fn last_sessions(&self) -> Result<Vec<SessionRecord>, StoreError> {
-        let mut stmt = self.conn.prepare(
-            "SELECT host, remote, agent_version, restic_version, connected_at, disconnected_at \
-             FROM agent_sessions WHERE id IN (SELECT max(id) FROM agent_sessions GROUP BY host) \
-             ORDER BY host",
-        )?;
-        let rows = stmt.query_map([], |row| {
-            Ok(SessionRecord {
-                host: row.get(0)?,
-                remote: row.get(1)?,
-                agent_version: row.get(2)?,
-                restic_version: row.get(3)?,
-                connected_at: ts(row.get(4)?),
-                disconnected_at: opt_ts(row.get(5)?),
-            })
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
-    }
-
     /// Compares what an agent says it runs with what the store sent it.
     pub fn reconcile_agent_running(
         &mut self,
