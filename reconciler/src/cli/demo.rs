@@ -32,15 +32,8 @@ pub fn run(args: Args) -> u8 {
         once: args.once,
         restic: args.restic,
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            super::report_error(&anyhow::Error::new(e).context("cannot start the runtime"));
-            return 2;
-        }
+    let Some(runtime) = super::runtime() else {
+        return 2;
     };
     let mut out = Report::new();
     match runtime.block_on(crate::demo::run(options, &mut out)) {

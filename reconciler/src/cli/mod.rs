@@ -91,6 +91,21 @@ fn init_tracing(default: &str) {
         .init();
 }
 
+/// The async runtime of the long-running commands; `None` (after saying why) when it cannot
+/// start.
+pub(crate) fn runtime() -> Option<tokio::runtime::Runtime> {
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => Some(runtime),
+        Err(e) => {
+            report_error(&anyhow::Error::new(e).context("cannot start the async runtime"));
+            None
+        }
+    }
+}
+
 /// Prints an error for the operator on stderr, in one place so the form stays the same: the
 /// message, then each cause the message does not already include.
 pub(crate) fn report_error(error: &anyhow::Error) {

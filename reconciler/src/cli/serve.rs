@@ -64,15 +64,8 @@ pub fn run(args: Args) -> u8 {
             return 2;
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            super::report_error(&anyhow::Error::new(e).context("cannot start the runtime"));
-            return 2;
-        }
+    let Some(runtime) = super::runtime() else {
+        return 2;
     };
     match runtime.block_on(crate::server::serve(settings)) {
         Ok(()) => 0,
