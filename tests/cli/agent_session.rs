@@ -79,6 +79,8 @@ pub struct Seen {
     pub acks: Vec<String>,
     pub rejected: Vec<(String, Option<u64>, Option<String>)>,
     pub welcomed: usize,
+    /// Backup jobs started.
+    pub backups: usize,
 }
 
 /// How the scripted agent answers jobs.
@@ -90,8 +92,30 @@ pub enum Script {
     HoldBackups,
 }
 
+/// What the scripted agent does with a job: answer now with a result, or keep it running
+/// until the test calls [`ScriptedAgent::finish`].
+pub enum Reply {
+    Now(Box<JobResult>),
+    Hold,
+}
+
+/// Decides the reply to a job, given how many backups the agent started before it.
+pub type Responder = Arc<dyn Fn(&JobSpec, usize) -> Reply + Send + Sync>;
+
+impl Script {
+    fn responder(self) -> Responder {
+        Arc::new(move |job, _| {
+            if self == Script::HoldBackups && job.kind == protocol::JobKind::Backup {
+                Reply::Hold
+            } else {
+                Reply::Now(Box::new(result_for(job, Outcome::Succeeded)))
+            }
+        })
+    }
+}
+
 /// A scripted agent: connects, authenticates and answers jobs on a thread of its own,
-/// reconnecting every 200 ms after a disconnect.
+/// reconnecting every 200 ms after a disconnect, and stopping after a rejection.
 pub struct ScriptedAgent {
     pub seen: Arc<Mutex<Seen>>,
     /// Ids "running" on the agent: reported in hello, finished by `finish`.
@@ -112,7 +136,8 @@ impl Drop for ScriptedAgent {
     }
 }
 
-fn result_for(job: &JobSpec, outcome: Outcome) -> JobResult {
+/// A result for `job` with `outcome`, as a real agent would send it.
+pub fn result_for(job: &JobSpec, outcome: Outcome) -> JobResult {
     let now = jiff::Timestamp::now();
     JobResult {
         job_id: job.id.clone(),
@@ -131,6 +156,16 @@ fn result_for(job: &JobSpec, outcome: Outcome) -> JobResult {
 
 impl ScriptedAgent {
     pub fn start(addr: &str, host: &str, key: ed25519_dalek::SigningKey, script: Script) -> Self {
+        Self::with(addr, host, key, script.responder())
+    }
+
+    /// An agent whose replies `respond` decides.
+    pub fn with(
+        addr: &str,
+        host: &str,
+        key: ed25519_dalek::SigningKey,
+        respond: Responder,
+    ) -> Self {
         let url = format!("ws://{addr}{}", protocol::AGENT_PATH);
         let host = host.to_owned();
         let mut agent = Self {
@@ -156,9 +191,12 @@ impl ScriptedAgent {
             runtime.block_on(async move {
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                     let _ = session(
-                        &url, &host, &key, script, &seen, &running, &unacked, &finish, &stop,
+                        &url, &host, &key, &respond, &seen, &running, &unacked, &finish, &stop,
                     )
                     .await;
+                    if !seen.lock().expect("lock").rejected.is_empty() {
+                        return;
+                    }
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
             });
@@ -185,7 +223,7 @@ async fn session(
     url: &str,
     host: &str,
     key: &ed25519_dalek::SigningKey,
-    script: Script,
+    respond: &Responder,
     seen: &Mutex<Seen>,
     running: &Mutex<BTreeMap<String, JobSpec>>,
     unacked: &Mutex<HashMap<String, JobResult>>,
@@ -196,8 +234,8 @@ async fn session(
     let public = protocol::public_key_text(&key.verifying_key());
     let hello = Hello {
         protocol: protocol::PROTOCOL_VERSION,
-        agent_version: "test".into(),
-        restic_version: None,
+        agent_version: "test-agent 9.9".into(),
+        restic_version: Some("restic 0.18.0".into()),
         host: host.into(),
         os: "linux".into(),
         arch: "x86_64".into(),
@@ -270,13 +308,23 @@ async fn session(
                 if running.lock().expect("lock").contains_key(&id) {
                     continue;
                 }
-                seen.lock().expect("lock").started.push(id.clone());
-                if script == Script::HoldBackups && job.kind == protocol::JobKind::Backup {
-                    running.lock().expect("lock").insert(id, job);
-                } else {
-                    let result = result_for(&job, Outcome::Succeeded);
-                    unacked.lock().expect("lock").insert(id, result.clone());
-                    send(&mut socket, &AgentMessage::Result(Box::new(result))).await?;
+                let backups_before = {
+                    let mut seen = seen.lock().expect("lock");
+                    seen.started.push(id.clone());
+                    let before = seen.backups;
+                    if job.kind == protocol::JobKind::Backup {
+                        seen.backups += 1;
+                    }
+                    before
+                };
+                match respond(&job, backups_before) {
+                    Reply::Hold => {
+                        running.lock().expect("lock").insert(id, job);
+                    }
+                    Reply::Now(result) => {
+                        unacked.lock().expect("lock").insert(id, (*result).clone());
+                        send(&mut socket, &AgentMessage::Result(result)).await?;
+                    }
                 }
             }
             ServerMessage::Ack { job_id } => {
@@ -356,14 +404,25 @@ fn an_enrolled_agent_gets_an_init_then_its_backups_and_each_result_is_stored_onc
             .iter()
             .all(|j| j.repository.password.expose() == "correct horse" && j.host == "web-1")
     );
-    // Each job ran once and was acknowledged.
+    // Each job ran once, and each stored result is acknowledged (the ack may still be on
+    // its way when the row is read).
     let mut started = seen.started.clone();
     started.sort();
     started.dedup();
     assert_eq!(started.len(), seen.started.len(), "{:?}", seen.started);
+    drop(seen);
     for (id, _, state) in &done {
         if state == "succeeded" {
-            assert!(seen.acks.contains(id), "{id} not acknowledged");
+            let acked = wait_for(Duration::from_secs(5), || {
+                agent
+                    .seen
+                    .lock()
+                    .expect("lock")
+                    .acks
+                    .contains(id)
+                    .then_some(())
+            });
+            assert!(acked.is_some(), "{id} not acknowledged");
         }
     }
     // No secret reached the stored job records or the server's log.

@@ -360,8 +360,9 @@ fn whole_fleet_against(version: &str) {
     // The repository holds this host's snapshots, tagged with the policy, as restic sees it.
     let password_file = root.join("password");
     std::fs::write(&password_file, PASSWORD).expect("password file");
+    // Without a lock: the agent's prune may hold the repository exclusively right now.
     let listed = Command::new(&restic)
-        .args(["snapshots", "--json"])
+        .args(["snapshots", "--json", "--no-lock"])
         .env("RESTIC_REPOSITORY", &repo_path)
         .env("RESTIC_PASSWORD_FILE", &password_file)
         .env("RESTIC_CACHE_DIR", root.join("cache"))

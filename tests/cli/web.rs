@@ -13,15 +13,12 @@ mod metrics;
 use std::io::{Read as _, Write as _};
 use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::{SinkExt as _, StreamExt as _};
-use protocol::{AgentMessage, Hello, JobKind, JobResult, JobSpec, Outcome, ServerMessage};
-use tokio_tungstenite::tungstenite::Message;
+use protocol::{JobKind, JobResult, JobSpec, Outcome};
 
-use crate::agent_session::{agent_key, sealed_for_server};
+use crate::agent_session::{self, ScriptedAgent, agent_key, sealed_for_server};
 use crate::common::{git, write};
 use crate::serve::{ServerProcess, free_port, start_server_at, wait_for};
 
@@ -217,7 +214,7 @@ fn web_repo(dir: &Path, key: &str) -> PathBuf {
 
 /// What the scripted agent answers: inits succeed; the first backup succeeds with a summary
 /// and an inventory of two snapshots; every later backup fails with [`failure_message`].
-fn respond(job: &JobSpec, backups_before: usize) -> JobResult {
+fn respond(job: &JobSpec, backups_before: usize) -> agent_session::Reply {
     let now = jiff::Timestamp::now();
     let mut result = JobResult {
         job_id: job.id.clone(),
@@ -233,7 +230,7 @@ fn respond(job: &JobSpec, backups_before: usize) -> JobResult {
         snapshots: None,
     };
     if job.kind != JobKind::Backup {
-        return result;
+        return agent_session::Reply::Now(Box::new(result));
     }
     if backups_before == 0 {
         result.summary = Some(protocol::BackupSummary {
@@ -264,145 +261,19 @@ fn respond(job: &JobSpec, backups_before: usize) -> JobResult {
         result.exit_code = Some(1);
         result.stderr_tail = format!("Fatal: {MARKUP} unable to open the source");
     }
-    result
+    agent_session::Reply::Now(Box::new(result))
 }
 
-#[derive(Default)]
-struct Seen {
-    welcomed: usize,
-    backups: usize,
-    rejected: Vec<String>,
-}
-
-/// A scripted agent on its own thread, reconnecting after a dropped connection and stopping
-/// after a rejection.
-struct Agent {
-    seen: Arc<Mutex<Seen>>,
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
-impl Agent {
-    fn start(addr: &str, host: &str, key: ed25519_dalek::SigningKey) -> Self {
-        let url = format!("ws://{addr}{}", protocol::AGENT_PATH);
-        let host = host.to_owned();
-        let seen = Arc::new(Mutex::new(Seen::default()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (thread_seen, thread_stop) = (Arc::clone(&seen), Arc::clone(&stop));
-        let thread = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            runtime.block_on(async move {
-                while !thread_stop.load(Ordering::Relaxed) {
-                    let _ = session(&url, &host, &key, &thread_seen, &thread_stop).await;
-                    if !thread_seen.lock().expect("lock").rejected.is_empty() {
-                        return;
-                    }
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
-            });
-        });
-        Self {
-            seen,
-            stop,
-            thread: Some(thread),
-        }
-    }
-}
-
-async fn session(
-    url: &str,
-    host: &str,
-    key: &ed25519_dalek::SigningKey,
-    seen: &Mutex<Seen>,
-    stop: &AtomicBool,
-) -> Result<(), Box<dyn std::error::Error>> {
-    let (mut socket, _) = tokio_tungstenite::connect_async(url).await?;
-    let public = protocol::public_key_text(&key.verifying_key());
-    let hello = Hello {
-        protocol: protocol::PROTOCOL_VERSION,
-        agent_version: "test-agent 9.9".into(),
-        restic_version: Some("restic 0.18.0".into()),
-        host: host.into(),
-        os: "linux".into(),
-        arch: "x86_64".into(),
-        public_key: public.clone(),
-        running: Vec::new(),
-    };
-    send(&mut socket, &AgentMessage::Hello(hello)).await?;
-    while !stop.load(Ordering::Relaxed) {
-        let Ok(frame) = tokio::time::timeout(Duration::from_millis(100), socket.next()).await
-        else {
-            continue;
-        };
-        let Some(frame) = frame else { return Ok(()) };
-        let Message::Text(text) = frame? else {
-            continue;
-        };
-        match protocol::decode::<ServerMessage>(&text)? {
-            ServerMessage::Challenge {
-                server_id,
-                nonce,
-                timestamp,
-                ..
-            } => {
-                let signed = protocol::auth_message(&server_id, &nonce, timestamp, host, &public);
-                let signature = protocol::sign_challenge(key, &signed);
-                send(&mut socket, &AgentMessage::Authenticate { signature }).await?;
-            }
-            ServerMessage::Welcome { .. } => seen.lock().expect("lock").welcomed += 1,
-            ServerMessage::Rejected { reason, .. } => {
-                seen.lock().expect("lock").rejected.push(reason);
-                return Ok(());
-            }
-            ServerMessage::Job(job) => {
-                let before = seen.lock().expect("lock").backups;
-                send(
-                    &mut socket,
-                    &AgentMessage::Accepted {
-                        job_id: job.id.clone(),
-                    },
-                )
-                .await?;
-                if job.kind == JobKind::Backup {
-                    seen.lock().expect("lock").backups += 1;
-                }
-                let result = respond(&job, before);
-                send(&mut socket, &AgentMessage::Result(Box::new(result))).await?;
-            }
-            ServerMessage::Ack { .. } | ServerMessage::Cancel { .. } => {}
-        }
-    }
-    Ok(())
-}
-
-async fn send<S>(socket: &mut S, message: &AgentMessage) -> Result<(), Box<dyn std::error::Error>>
-where
-    S: futures_util::Sink<Message> + Unpin,
-    S::Error: std::error::Error + 'static,
-{
-    socket
-        .send(Message::text(protocol::encode(message)?))
-        .await?;
-    Ok(())
+/// The scripted agent of these tests, answering with [`respond`].
+pub(crate) fn start_agent(addr: &str, host: &str, key: ed25519_dalek::SigningKey) -> ScriptedAgent {
+    ScriptedAgent::with(addr, host, key, Arc::new(respond))
 }
 
 /// A running server whose `web-1` has one good and at least one failed backup, and whose
 /// `db-1` agent waits with a key nobody committed.
 struct Fleet {
     server: ServerProcess,
-    _agents: Vec<Agent>,
+    _agents: Vec<ScriptedAgent>,
     repo: PathBuf,
     _dir: tempfile::TempDir,
 }
@@ -430,9 +301,9 @@ impl Fleet {
             (!status["revision"].is_null()).then_some(())
         })
         .unwrap_or_else(|| panic!("no revision applied:\n{}", server.log()));
-        let web1 = Agent::start(&addr, "web-1", key);
+        let web1 = start_agent(&addr, "web-1", key);
         let (stranger, _) = agent_key(42);
-        let db1 = Agent::start(&addr, "db-1", stranger);
+        let db1 = start_agent(&addr, "db-1", stranger);
 
         // The state the tests read: a good backup, then a failed one, and a pending key.
         let ready = wait_for(Duration::from_secs(30), || {

@@ -3,7 +3,7 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
-use super::{Agent, get, request, try_get, try_request, web_repo};
+use super::{get, request, start_agent, try_get, try_request, web_repo};
 use crate::agent_session::agent_key;
 use crate::common::restic_manager;
 use crate::serve::{free_port, start_server_at, wait_for};
@@ -65,7 +65,7 @@ fn the_allow_list_refuses_other_addresses_but_not_the_agents_or_the_webhook() {
         request(&addr, "POST", "/hooks/git", &[], None).body,
         "webhook not configured: set webhook-secret-file\n"
     );
-    let agent = Agent::start(&addr, "web-1", key);
+    let agent = start_agent(&addr, "web-1", key);
     wait_for(Duration::from_secs(10), || {
         (agent.seen.lock().expect("lock").welcomed > 0).then_some(())
     })
