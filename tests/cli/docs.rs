@@ -1,6 +1,7 @@
 //! The documentation's links: every relative link in the book, the README and the other
 //! top-level documents points at a file that exists, and at a heading that exists when it
-//! names one; every chapter is in the book's table of contents and every entry there exists.
+//! names one; every chapter, in `docs/src/` or a directory below it, is in the book's table of
+//! contents and every entry there exists.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -15,14 +16,23 @@ fn documents() -> Vec<PathBuf> {
         .map(|f| root.join(f))
         .collect();
     files.push(root.join("examples/config-repo/README.md"));
-    let mut chapters: Vec<PathBuf> = std::fs::read_dir(root.join("docs/src"))
-        .expect("docs/src")
-        .map(|e| e.expect("entry").path())
-        .filter(|p| p.extension().is_some_and(|e| e == "md"))
-        .collect();
+    let mut chapters = Vec::new();
+    markdown_below(&root.join("docs/src"), &mut chapters);
     chapters.sort();
     files.extend(chapters);
     files
+}
+
+/// Every `.md` file in `dir` and the directories below it.
+fn markdown_below(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).expect("read a docs directory") {
+        let path = entry.expect("entry").path();
+        if path.is_dir() {
+            markdown_below(&path, out);
+        } else if path.extension().is_some_and(|e| e == "md") {
+            out.push(path);
+        }
+    }
 }
 
 /// The `(target)` of every `[text](target)` outside code blocks and inline code.
@@ -143,14 +153,14 @@ fn every_chapter_is_in_the_table_of_contents_and_every_entry_exists() {
         );
     }
     for doc in documents() {
-        if doc.parent() != Some(src.as_path()) {
+        let Ok(relative) = doc.strip_prefix(&src) else {
             continue;
-        }
-        let name = doc
-            .file_name()
-            .expect("name")
-            .to_string_lossy()
-            .into_owned();
+        };
+        let name = relative
+            .components()
+            .map(|c| c.as_os_str().to_string_lossy().into_owned())
+            .collect::<Vec<_>>()
+            .join("/");
         if name != "SUMMARY.md" {
             assert!(
                 listed.contains(&name),
