@@ -809,3 +809,50 @@ fn an_oversized_or_malformed_frame_from_an_agent_does_not_hurt_the_server() {
     });
     assert!(back.is_some(), "{}", server.log());
 }
+
+#[test]
+fn a_commit_that_replaces_a_hosts_key_closes_the_old_agents_connection_and_it_gets_no_job() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (old_key, old_public) = agent_key(17);
+    let (_, new_public) = agent_key(18);
+    let repo = session_repo(dir.path(), Some(&old_public), 2);
+    let data = dir.path().join("data");
+    let addr = format!("127.0.0.1:{}", free_port());
+    let server = demo_server(&repo, &data, &addr);
+    let agent = ScriptedAgent::start(&addr, "web-1", old_key, Script::SucceedAll);
+    wait_for(Duration::from_secs(20), || {
+        (agent.seen.lock().expect("lock").jobs.len() >= 2).then_some(())
+    })
+    .unwrap_or_else(|| panic!("no jobs for the enrolled agent:\n{}", server.log()));
+
+    // The host is re-keyed in a commit: the old agent is cut off at once.
+    write(
+        &repo,
+        "hosts/web-1.toml",
+        format!("agent-key = \"{new_public}\"\n").as_bytes(),
+    );
+    git(&repo, &["commit", "-q", "-am", "re-key web-1"]);
+    let rejected = wait_for(Duration::from_secs(10), || {
+        agent.seen.lock().expect("lock").rejected.first().cloned()
+    })
+    .unwrap_or_else(|| panic!("the old key was not turned away:\n{}", server.log()));
+    assert!(
+        rejected
+            .0
+            .contains("is not the agent-key committed for host `web-1`"),
+        "{}",
+        rejected.0
+    );
+    let jobs_then = agent.seen.lock().expect("lock").jobs.len();
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        agent.seen.lock().expect("lock").jobs.len(),
+        jobs_then,
+        "the old key got jobs after the re-key"
+    );
+    assert!(
+        server.log().contains("agent connection closed"),
+        "{}",
+        server.log()
+    );
+}

@@ -231,6 +231,16 @@ fn dispatch(server: &Server, applied: &Applied, now: Timestamp) {
                 continue;
             }
         };
+        // Only an agent that proved the key committed now gets the job (and its credentials);
+        // otherwise it waits for the agent to reconnect with that key.
+        let Some(key) = config
+            .hosts
+            .get(&job.host)
+            .and_then(|host| host.agent_key)
+            .map(|key| key.0)
+        else {
+            continue;
+        };
         match store.transition(
             &job.id,
             &[JobState::Queued, JobState::Deferred],
@@ -248,7 +258,7 @@ fn dispatch(server: &Server, applied: &Applied, now: Timestamp) {
         // Persisted first: see the module's note on crash safety.
         if server
             .hub
-            .send(&job.host, ServerMessage::Job(Box::new(spec)))
+            .send_to_key(&job.host, &key, ServerMessage::Job(Box::new(spec)))
         {
             info!(kind = %job.kind, "job dispatched");
             activity.started(job.kind, &scope, &job.id);

@@ -11,7 +11,7 @@ use tracing::{error, info, info_span, warn};
 
 use crate::config::model::Config;
 
-use super::model::RevisionInfo;
+use super::model::{Action, RevisionInfo};
 use super::run::{Applied, Server};
 use super::scheduler::{self, Scheduler};
 use super::settings::{Settings, Source};
@@ -74,6 +74,12 @@ pub fn consider(server: &Server, fetched: &Fetched) {
                 total_ms = started.elapsed().as_millis(),
                 "revision applied"
             );
+            // A connection proved with a key that is no longer committed ends now.
+            for action in &actions {
+                if let Action::HostRemoved { host } | Action::AgentKeyChanged { host } = action {
+                    server.hub.close(host);
+                }
+            }
             // Stored first, scheduled second: the schedule is rebuilt by its own task, off
             // the path from a commit to its stored assignments. Until then the scheduler
             // queues nothing (it knows which revision it was built for).

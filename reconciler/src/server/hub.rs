@@ -40,10 +40,41 @@ pub struct Hub {
 
 struct Session {
     id: u64,
+    /// The key the agent proved when it connected.
+    key: [u8; 32],
     tx: mpsc::UnboundedSender<ServerMessage>,
 }
 
 impl Hub {
+    /// Sends a job (or anything that carries credentials) to a host's agent, only when that
+    /// agent proved `key`, the host's committed key: a connection opened with a key that has
+    /// since been replaced gets nothing. False when not sent.
+    pub fn send_to_key(&self, host: &str, key: &[u8; 32], message: ServerMessage) -> bool {
+        let sessions = self.sessions.lock().expect("hub lock");
+        sessions
+            .get(host)
+            .filter(|session| &session.key == key)
+            .is_some_and(|session| session.tx.send(message).is_ok())
+    }
+
+    /// Closes a host's connection (its key was replaced or the host removed); the agent
+    /// reconnects and proves itself against the configuration now in force.
+    pub fn close(&self, host: &str) -> bool {
+        let closed = self
+            .sessions
+            .lock()
+            .expect("hub lock")
+            .remove(host)
+            .is_some();
+        if closed {
+            info!(
+                host,
+                "agent connection closed: the host's key changed or it was removed"
+            );
+        }
+        closed
+    }
+
     /// Sends a message to a host's agent; false when it is not connected.
     pub fn send(&self, host: &str, message: ServerMessage) -> bool {
         let sessions = self.sessions.lock().expect("hub lock");
@@ -67,13 +98,13 @@ impl Hub {
     }
 
     /// Registers a session; a previous session of the same host is dropped, which closes it.
-    fn register(&self, host: &str, tx: mpsc::UnboundedSender<ServerMessage>) -> u64 {
+    fn register(&self, host: &str, key: [u8; 32], tx: mpsc::UnboundedSender<ServerMessage>) -> u64 {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let old = self
             .sessions
             .lock()
             .expect("hub lock")
-            .insert(host.to_owned(), Session { id, tx });
+            .insert(host.to_owned(), Session { id, key, tx });
         if old.is_some() {
             info!(host, "agent reconnected; the older connection is closed");
         }
@@ -294,6 +325,10 @@ async fn run_session(
     server: Arc<Server>,
 ) {
     let host = hello.host.clone();
+    // The handshake checked this key against the committed one.
+    let Ok(key) = protocol::parse_public_key(&hello.public_key) else {
+        return;
+    };
     let (tx, mut rx) = mpsc::unbounded_channel::<ServerMessage>();
     let welcome = ServerMessage::Welcome {
         host: host.clone(),
@@ -303,7 +338,7 @@ async fn run_session(
         warn!(error = %e, "could not welcome agent");
         return;
     }
-    let session_id = server.hub.register(&host, tx);
+    let session_id = server.hub.register(&host, key, tx);
     info!(
         agent_version = %hello.agent_version,
         restic_version = hello.restic_version.as_deref().unwrap_or("unknown"),
