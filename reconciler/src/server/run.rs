@@ -358,7 +358,7 @@ fn log_finished(job: &super::store::JobRecord, result: &JobResult, state: JobSta
     let span = info_span!("job", job_id = %job.id, host = %job.host, policy = %job.policy);
     let _enter = span.enter();
     if state == JobState::Succeeded {
-        info!(kind = %job.kind, outcome = %result.outcome, "job finished");
+        info!(kind = %job.kind, outcome = %result.outcome, message = %result.message, "job finished");
     } else {
         error!(
             kind = %job.kind,

@@ -334,8 +334,14 @@ impl Store {
             s if s.is_terminal() => ", finished_at = ?3",
             _ => "",
         };
+        // What a job waited for is history once it is sent; other reasons (a catch-up) stay.
+        let reason_sql = if to == JobState::Dispatched {
+            "CASE WHEN state = 'deferred' THEN ?4 ELSE coalesce(?4, reason) END"
+        } else {
+            "coalesce(?4, reason)"
+        };
         let sql = format!(
-            "UPDATE jobs SET state = ?2, updated_at = ?3, reason = coalesce(?4, reason){stamp} \
+            "UPDATE jobs SET state = ?2, updated_at = ?3, reason = {reason_sql}{stamp} \
              WHERE id = ?1 AND state IN ({})",
             state_list(from)
         );

@@ -57,6 +57,11 @@ pub enum StoreError {
     )]
     Open { path: PathBuf, reason: String },
     #[error(
+        "there is no state database at {}; pass --data-dir the server's data directory",
+        path.display()
+    )]
+    Missing { path: PathBuf },
+    #[error(
         "the state database {} is damaged or not a restic-manager database: {reason}; move it \
          aside and restore the last backup of the data directory (nothing was written to it)",
         path.display()
@@ -94,10 +99,17 @@ impl Store {
     pub fn open(data_dir: &Path) -> Result<Self, StoreError> {
         prepare_dir(data_dir)?;
         let path = data_dir.join(DB_FILE);
+        let new = !path.exists();
         let conn = Connection::open(&path).map_err(|e| StoreError::Open {
             path: path.clone(),
             reason: e.to_string(),
         })?;
+        if new {
+            // Job records and the audit log are the operator's business only, whatever the
+            // umask.
+            use std::os::unix::fs::PermissionsExt as _;
+            let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600));
+        }
         Self::from_connection(conn, path, migrations::LATEST)
     }
 
@@ -106,10 +118,7 @@ impl Store {
     pub fn open_read_only(data_dir: &Path) -> Result<Self, StoreError> {
         let path = data_dir.join(DB_FILE);
         if !path.is_file() {
-            return Err(StoreError::Open {
-                path,
-                reason: "no such file".to_owned(),
-            });
+            return Err(StoreError::Missing { path });
         }
         let conn = Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
             .map_err(|e| StoreError::Open {
@@ -492,10 +501,11 @@ fn apply_action(
             )?;
             if matches!(action, Action::AssignmentChanged { old, new } if old.schedule != new.schedule)
             {
-                // A new schedule starts afresh: the next run is computed from now.
+                // A new schedule starts afresh from now: its instants between the last run and
+                // now were never due, so they are not caught up.
                 exec(
                     conn,
-                    "UPDATE schedule_state SET next_instant = NULL \
+                    "UPDATE schedule_state SET next_instant = NULL, last_instant = NULL \
                      WHERE host = ?1 AND policy = ?2 AND kind = ?3",
                     params![a.key.host, a.key.policy, a.key.kind.as_str()],
                 )?;

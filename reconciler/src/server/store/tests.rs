@@ -505,3 +505,30 @@ fn an_init_that_succeeded_marks_the_repository_initialised_for_its_host() {
         JobState::Succeeded
     );
 }
+
+#[test]
+fn a_changed_schedule_forgets_the_old_instants_so_nothing_is_caught_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = open(&dir);
+    let before = example();
+    store
+        .apply_revision(&revision("a1"), before.clone(), None)
+        .unwrap();
+    let key = before.assignments[0].key.clone();
+    let at = jiff::Timestamp::from_second(1_800_000_000).unwrap();
+    let state = ScheduleState {
+        key: key.clone(),
+        last_instant: Some(at),
+        next_instant: Some(at + jiff::SignedDuration::from_hours(24)),
+    };
+    store
+        .queue_jobs(&[], std::slice::from_ref(&state), jiff::Timestamp::now())
+        .unwrap();
+
+    let mut after = before;
+    after.assignments[0].schedule = "cron `0 4 * * *` (UTC)".into();
+    let actions = store.apply_revision(&revision("b2"), after, None).unwrap();
+    assert_eq!(actions.len(), 1, "{actions:?}");
+    let stored = &store.schedule_states().unwrap()[&key];
+    assert_eq!((stored.last_instant, stored.next_instant), (None, None));
+}
