@@ -12,7 +12,7 @@ pub struct Args {
     /// it again). [default: a temporary directory, removed when the demo stops]
     #[arg(long, value_name = "DIR")]
     pub dir: Option<PathBuf>,
-    /// Address and port the demo's server listens on. [default: a free port on 127.0.0.1]
+    /// Address and port the demo's server listens on; port 0 picks a free one.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0")]
     pub listen: SocketAddr,
     /// Stop after the first backup, forget and check, with exit code 1 if any of them failed.

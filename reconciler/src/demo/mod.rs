@@ -174,8 +174,14 @@ async fn check_restic(binary: &Path) -> anyhow::Result<agent::runner::Restic> {
 
 /// Creates the working area's contents.
 fn set_up(area: &Area) -> anyhow::Result<()> {
+    // Private, like the directories of a real server and agent: they hold an identity, a
+    // key and a password file.
     for dir in [area.server(), area.agent(), area.sample()] {
-        std::fs::create_dir_all(&dir)
+        use std::os::unix::fs::DirBuilderExt as _;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)
             .with_context(|| format!("cannot create {}", dir.display()))?;
     }
     let recipient = crate::secrets::write_identity(&area.identity())?;
