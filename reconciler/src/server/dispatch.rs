@@ -261,6 +261,7 @@ fn dispatch(server: &Server, applied: &Applied, now: Timestamp) {
             .send_to_key(&job.host, &key, ServerMessage::Job(Box::new(spec)))
         {
             info!(kind = %job.kind, "job dispatched");
+            server.job_sent(&job.id, &job.host);
             activity.started(job.kind, &scope, &job.id);
         }
     }

@@ -50,8 +50,10 @@ pub struct Server {
     pub webhook_secret: Option<WebhookSecret>,
     /// The last progress report of each running job, for the status view.
     pub progress: Mutex<HashMap<String, Progress>>,
-    /// The newest log lines of each running job, stored with its result.
-    logs: Mutex<HashMap<String, VecDeque<String>>>,
+    /// The newest log lines of each job sent to an agent, by job id, with the host it was sent
+    /// to; stored with the job's result. Progress and log lines are taken only for jobs in
+    /// here, so an agent cannot make the server hold anything for jobs it was never sent.
+    logs: Mutex<HashMap<String, (String, VecDeque<String>)>>,
     /// The last error the follower met, cleared by the next good fetch.
     pub source_error: Mutex<Option<String>>,
     /// Every assignment's next instant; rebuilt from the store when a revision is applied.
@@ -86,6 +88,24 @@ impl Server {
             scheduler: Mutex::new(Scheduler::default()),
             last_invalid: Mutex::new(None),
         }
+    }
+
+    /// Notes that job `id` was sent to `host`'s agent: its progress and log lines are taken
+    /// from then on, until its result.
+    pub(super) fn job_sent(&self, id: &str, host: &str) {
+        self.logs
+            .lock()
+            .expect("logs lock")
+            .entry(id.to_owned())
+            .or_insert_with(|| (host.to_owned(), VecDeque::new()));
+    }
+
+    fn was_sent(&self, id: &str, host: &str) -> bool {
+        self.logs
+            .lock()
+            .expect("logs lock")
+            .get(id)
+            .is_some_and(|(owner, _)| owner == host)
     }
 
     pub(super) fn note_invalid(&self, commit: &str) {
@@ -216,6 +236,14 @@ impl Server {
                 for id in &settled.requeued {
                     info!(job_id = %id, "job sent again: the agent did not report it running");
                 }
+                // Jobs still running from before a restart go on reporting.
+                for id in hello
+                    .running
+                    .iter()
+                    .filter(|id| !settled.unknown.contains(id))
+                {
+                    self.job_sent(id, &hello.host);
+                }
             }
             Err(e) => error!(error = %e, "could not record the agent session"),
         }
@@ -268,22 +296,24 @@ impl Server {
                 warn!(job_id = %job_id, %reason, "agent refused a job");
             }
             AgentMessage::Progress(progress) => {
-                self.progress
-                    .lock()
-                    .expect("progress lock")
-                    .insert(progress.job_id.clone(), progress);
+                if self.was_sent(&progress.job_id, host) {
+                    self.progress
+                        .lock()
+                        .expect("progress lock")
+                        .insert(progress.job_id.clone(), progress);
+                }
             }
             AgentMessage::Log { job_id, line, .. } => {
                 // Kept in memory and stored with the result: a line each is no reason for an
-                // fsync each. Only jobs this host was sent are kept.
+                // fsync each.
                 let mut logs = self.logs.lock().expect("logs lock");
-                if let Some(lines) = logs.get_mut(&job_id) {
+                if let Some((owner, lines)) = logs.get_mut(&job_id)
+                    && owner == host
+                {
                     if lines.len() == LOG_LINES_KEPT {
                         lines.pop_front();
                     }
                     lines.push_back(line);
-                } else if logs.len() < 10_000 && job_id.starts_with(&format!("{host}.")) {
-                    logs.insert(job_id, VecDeque::from([line]));
                 }
             }
             AgentMessage::Result(result) => self.job_result(host, *result).await,
@@ -299,7 +329,7 @@ impl Server {
             .lock()
             .expect("logs lock")
             .remove(&job_id)
-            .map(|lines| Vec::from(lines).join("\n"));
+            .map(|(_, lines)| Vec::from(lines).join("\n"));
         let applied = self.applied();
         let owner = host.to_owned();
         let stored = self
