@@ -142,6 +142,47 @@ pub fn example_work_tree(dir: &Path) -> PathBuf {
     repo
 }
 
+/// The example fleet in git, followed by a server (polling hourly, so only the watch or a
+/// webhook tells it of a commit) that has applied the first commit.
+pub struct Following {
+    pub repo: PathBuf,
+    pub data: PathBuf,
+    pub server: ServerProcess,
+    /// The commit in force.
+    pub head: String,
+}
+
+/// Starts a server on the example fleet in `dir` and waits until it applied the first commit.
+pub fn following_example(dir: &Path) -> Following {
+    let repo = example_work_tree(dir);
+    let data = dir.join("data");
+    let server = start_server(
+        repo.to_str().expect("utf-8"),
+        &data,
+        &["--poll-interval", "1h"],
+    );
+    let head = git(&repo, &["rev-parse", "HEAD"]);
+    wait_until_applied(&data, &head, &server);
+    Following {
+        repo,
+        data,
+        server,
+        head,
+    }
+}
+
+/// Waits until `commit` is the revision in force, or fails with the server's log.
+pub fn wait_until_applied(data: &Path, commit: &str, server: &ServerProcess) {
+    assert!(
+        wait_for(Duration::from_secs(20), || (applied_commit(data)?
+            == commit)
+            .then_some(()))
+        .is_some(),
+        "revision {commit} was not applied:\n{}",
+        server.log()
+    );
+}
+
 /// Changes the system policy's backup schedule and commits; returns the commit id.
 fn change_schedule(repo: &Path, cron: &str) -> String {
     let path = repo.join("policies/system.toml");
@@ -195,22 +236,9 @@ fn github_signature(secret: &str, body: &str) -> String {
 #[test]
 fn a_committed_schedule_change_is_stored_and_audited_within_two_seconds_via_the_watch() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let repo = example_work_tree(dir.path());
-    let data = dir.path().join("data");
-    let server = start_server(
-        repo.to_str().expect("utf-8 path"),
-        &data,
-        &["--poll-interval", "1h"],
-    );
-    let first = git(&repo, &["rev-parse", "HEAD"]);
-    assert!(
-        wait_for(Duration::from_secs(20), || (applied_commit(&data)?
-            == first)
-            .then_some(()))
-        .is_some(),
-        "the first revision was not applied:\n{}",
-        server.log()
-    );
+    let Following {
+        repo, data, server, ..
+    } = following_example(dir.path());
     let before = schedule_of(&data, "web-1", "system", "backup").expect("assignment stored");
     assert!(before.contains("30 1 * * *"), "{before}");
 
@@ -337,21 +365,12 @@ fn revision_status(data: &Path, commit: &str) -> Option<(String, Option<String>)
 #[test]
 fn an_invalid_revision_after_a_valid_one_is_recorded_and_the_last_good_one_stays() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let repo = example_work_tree(dir.path());
-    let data = dir.path().join("data");
-    let server = start_server(
-        repo.to_str().expect("utf-8"),
-        &data,
-        &["--poll-interval", "1h"],
-    );
-    let good = git(&repo, &["rev-parse", "HEAD"]);
-    assert!(
-        wait_for(Duration::from_secs(20), || (applied_commit(&data)? == good)
-            .then_some(()))
-        .is_some(),
-        "{}",
-        server.log()
-    );
+    let Following {
+        repo,
+        data,
+        server,
+        head: good,
+    } = following_example(dir.path());
 
     // An unknown key in a policy makes the whole revision invalid.
     let path = repo.join("policies/system.toml");
@@ -396,23 +415,14 @@ fn an_invalid_revision_after_a_valid_one_is_recorded_and_the_last_good_one_stays
 #[test]
 fn a_force_push_is_followed_and_audited_as_rewritten_history() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let repo = example_work_tree(dir.path());
-    let data = dir.path().join("data");
-    let server = start_server(
-        repo.to_str().expect("utf-8"),
-        &data,
-        &["--poll-interval", "1h"],
-    );
-    let base = git(&repo, &["rev-parse", "HEAD"]);
+    let Following {
+        repo,
+        data,
+        server,
+        head: base,
+    } = following_example(dir.path());
     let ahead = change_schedule(&repo, "40 1 * * *");
-    assert!(
-        wait_for(Duration::from_secs(20), || (applied_commit(&data)?
-            == ahead)
-            .then_some(()))
-        .is_some(),
-        "{}",
-        server.log()
-    );
+    wait_until_applied(&data, &ahead, &server);
 
     // Rewrite: drop the last commit and commit something else in its place.
     git(&repo, &["reset", "-q", "--hard", &base]);
@@ -437,21 +447,12 @@ fn a_force_push_is_followed_and_audited_as_rewritten_history() {
 #[test]
 fn a_deleted_branch_keeps_the_last_good_revision_and_says_so() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let repo = example_work_tree(dir.path());
-    let data = dir.path().join("data");
-    let server = start_server(
-        repo.to_str().expect("utf-8"),
-        &data,
-        &["--poll-interval", "1h"],
-    );
-    let good = git(&repo, &["rev-parse", "HEAD"]);
-    assert!(
-        wait_for(Duration::from_secs(20), || (applied_commit(&data)? == good)
-            .then_some(()))
-        .is_some(),
-        "{}",
-        server.log()
-    );
+    let Following {
+        repo,
+        data,
+        server,
+        head: good,
+    } = following_example(dir.path());
 
     git(&repo, &["checkout", "-q", "-b", "other"]);
     git(&repo, &["branch", "-q", "-D", "main"]);
@@ -535,23 +536,7 @@ fn a_missing_identity_says_how_to_create_one() {
 
 /// Runs the server until it has applied the example and stops it; returns the data dir.
 fn applied_example(dir: &Path) -> PathBuf {
-    let repo = example_work_tree(dir);
-    let data = dir.join("data");
-    let server = start_server(
-        repo.to_str().expect("utf-8"),
-        &data,
-        &["--poll-interval", "1h"],
-    );
-    let head = git(&repo, &["rev-parse", "HEAD"]);
-    assert!(
-        wait_for(Duration::from_secs(20), || (applied_commit(&data)? == head)
-            .then_some(()))
-        .is_some(),
-        "{}",
-        server.log()
-    );
-    drop(server);
-    data
+    following_example(dir).data
 }
 
 #[test]
@@ -685,21 +670,9 @@ fn a_read_only_data_directory_is_a_clear_error_at_start_with_no_partial_write() 
 #[test]
 fn a_cron_that_never_fires_makes_the_revision_invalid_and_the_schedule_stays() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let repo = example_work_tree(dir.path());
-    let data = dir.path().join("data");
-    let server = start_server(
-        repo.to_str().expect("utf-8"),
-        &data,
-        &["--poll-interval", "1h"],
-    );
-    let good = git(&repo, &["rev-parse", "HEAD"]);
-    assert!(
-        wait_for(Duration::from_secs(20), || (applied_commit(&data)? == good)
-            .then_some(()))
-        .is_some(),
-        "{}",
-        server.log()
-    );
+    let Following {
+        repo, data, server, ..
+    } = following_example(dir.path());
     // 30 February does not exist.
     let bad = change_schedule(&repo, "0 0 30 2 *");
     let errors = wait_for(Duration::from_secs(5), || {
