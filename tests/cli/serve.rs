@@ -685,3 +685,55 @@ fn a_cron_that_never_fires_makes_the_revision_invalid_and_the_schedule_stays() {
     let schedule = schedule_of(&data, "web-1", "system", "backup").expect("kept");
     assert!(schedule.contains("30 1 * * *"), "{schedule}");
 }
+
+#[test]
+fn a_second_server_on_a_data_directory_in_use_is_refused_and_writes_nothing() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let first = following_example(dir.path());
+    let audit_before = audited(&first.data, &first.head);
+    let out = crate::common::run(
+        restic_manager()
+            .args(["serve", "--repository"])
+            .arg(&first.repo)
+            .args(["--listen", "127.0.0.1:0"])
+            .arg("--data-dir")
+            .arg(&first.data)
+            .arg("--identity")
+            .arg(workspace().join("examples/demo-identity.txt")),
+    );
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("another restic-manager server is running"),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("serve.lock"), "{}", out.stderr);
+    assert_eq!(audited(&first.data, &first.head), audit_before);
+}
+
+#[test]
+fn a_deleted_state_database_in_a_used_data_directory_is_refused_not_recreated() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = applied_example(dir.path());
+    for name in ["state.db", "state.db-wal", "state.db-shm"] {
+        let _ = std::fs::remove_file(data.join(name));
+    }
+    let out = crate::common::run(
+        restic_manager()
+            .args([
+                "serve",
+                "--repository",
+                "/nonexistent",
+                "--listen",
+                "127.0.0.1:0",
+            ])
+            .arg("--data-dir")
+            .arg(&data)
+            .arg("--identity")
+            .arg(workspace().join("examples/demo-identity.txt")),
+    );
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(out.stderr.contains("is missing"), "{}", out.stderr);
+    assert!(out.stderr.contains("restore state.db"), "{}", out.stderr);
+    assert!(!data.join("state.db").exists(), "no empty database was made");
+}

@@ -13,6 +13,7 @@
 
 mod audit;
 mod jobs;
+mod lock;
 mod migrations;
 pub mod queries;
 #[cfg(test)]
@@ -31,6 +32,7 @@ use super::reconcile::describe_change;
 
 pub use audit::{AuditEntry, Verified, verify_audit};
 pub use jobs::{JobRecord, NewJob, SessionRecord, Settled};
+pub use lock::LOCK_FILE;
 
 /// The database file's name inside the data directory.
 pub const DB_FILE: &str = "state.db";
@@ -78,6 +80,31 @@ pub enum StoreError {
         found: i64,
         supported: i64,
     },
+    #[error(
+        "another restic-manager server is running on this data directory (it holds the lock \
+         {}); stop it first, or give this one its own --data-dir",
+        path.display()
+    )]
+    Locked { path: PathBuf },
+    #[error(
+        "cannot lock the data directory with {}: {reason}; check that the data directory is \
+         writable by the server's user",
+        path.display()
+    )]
+    Lock { path: PathBuf, reason: String },
+    #[error(
+        "the state database {} is {what}, but a server created it in this data directory \
+         before (see {}); restore state.db from the last backup of the data directory. To \
+         start over with no jobs, schedules or audit history, delete {} as well",
+        path.display(),
+        lock.display(),
+        lock.display()
+    )]
+    Vanished {
+        path: PathBuf,
+        lock: PathBuf,
+        what: &'static str,
+    },
     #[error("state database: {0}")]
     Sql(#[from] rusqlite::Error),
     #[error("state database holds a value it cannot read back: {0}")]
@@ -91,6 +118,8 @@ pub struct Store {
     /// The applied state, loaded once and kept in step with every applied revision, so a
     /// reconcile of 10,000 hosts does not read 50,000 rows first.
     applied: Option<FleetState>,
+    /// Held for as long as the store is open, by the server only.
+    _lock: Option<lock::DataDirLock>,
 }
 
 impl Store {
@@ -98,8 +127,18 @@ impl Store {
     /// schema. Nothing is written to a file that fails its checks.
     pub fn open(data_dir: &Path) -> Result<Self, StoreError> {
         prepare_dir(data_dir)?;
+        let lock = lock::DataDirLock::acquire(data_dir)?;
         let path = data_dir.join(DB_FILE);
         let new = !path.exists();
+        let empty = !new && path.metadata().is_ok_and(|m| m.is_file() && m.len() == 0);
+        let created_before = lock.database_was_created()?;
+        if (new || empty) && created_before {
+            return Err(StoreError::Vanished {
+                lock: data_dir.join(LOCK_FILE),
+                path,
+                what: if new { "missing" } else { "empty" },
+            });
+        }
         let conn = Connection::open(&path).map_err(|e| StoreError::Open {
             path: path.clone(),
             reason: e.to_string(),
@@ -110,7 +149,14 @@ impl Store {
             use std::os::unix::fs::PermissionsExt as _;
             let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600));
         }
-        Self::from_connection(conn, path, migrations::LATEST)
+        let store = Self::from_connection(conn, path, migrations::LATEST)?;
+        if !created_before {
+            lock.mark_database_created()?;
+        }
+        Ok(Self {
+            _lock: Some(lock),
+            ..store
+        })
     }
 
     /// Opens the database for reading only, without migrating: for `audit verify` beside a
@@ -130,6 +176,7 @@ impl Store {
             conn,
             path,
             applied: None,
+            _lock: None,
         })
     }
 
@@ -165,6 +212,7 @@ impl Store {
             conn,
             path,
             applied: None,
+            _lock: None,
         };
         migrations::migrate(&mut store.conn, &store.path, target)?;
         Ok(store)

@@ -532,3 +532,55 @@ fn a_changed_schedule_forgets_the_old_instants_so_nothing_is_caught_up() {
     let stored = &store.schedule_states().unwrap()[&key];
     assert_eq!((stored.last_instant, stored.next_instant), (None, None));
 }
+
+#[test]
+fn a_second_store_on_the_same_data_directory_is_refused_while_the_first_is_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = open(&dir);
+    let Err(err) = Store::open(dir.path()) else {
+        panic!("two stores on one data directory must be refused")
+    };
+    let text = err.to_string();
+    assert!(text.contains("another restic-manager server is running"), "{text}");
+    assert!(text.contains(LOCK_FILE), "{text}");
+    drop(first);
+    assert!(Store::open(dir.path()).is_ok(), "the lock goes with the store");
+}
+
+#[test]
+fn a_state_database_that_vanished_from_a_used_data_directory_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(open(&dir));
+    let db = dir.path().join(DB_FILE);
+    for suffix in ["-wal", "-shm"] {
+        let _ = std::fs::remove_file(dir.path().join(format!("{DB_FILE}{suffix}")));
+    }
+
+    std::fs::write(&db, b"").unwrap();
+    let Err(err) = Store::open(dir.path()) else {
+        panic!("an emptied state.db must be refused")
+    };
+    let text = err.to_string();
+    assert!(text.contains("is empty"), "{text}");
+    assert!(text.contains("restore state.db"), "{text}");
+    assert_eq!(std::fs::metadata(&db).unwrap().len(), 0, "nothing written");
+
+    std::fs::remove_file(&db).unwrap();
+    let Err(err) = Store::open(dir.path()) else {
+        panic!("a deleted state.db must be refused")
+    };
+    assert!(err.to_string().contains("is missing"), "{err}");
+    assert!(!db.exists(), "no new database was created");
+
+    // Deleting the lock file too is how an operator says "start over".
+    std::fs::remove_file(dir.path().join(LOCK_FILE)).unwrap();
+    assert!(Store::open(dir.path()).is_ok());
+}
+
+#[test]
+fn a_lock_file_left_before_the_database_was_made_does_not_block_a_fresh_start() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join(LOCK_FILE), b"").unwrap();
+    let store = open(&dir);
+    assert_eq!(store.schema_version().unwrap(), migrations::LATEST);
+}
