@@ -703,7 +703,8 @@ fn a_second_server_on_a_data_directory_in_use_is_refused_and_writes_nothing() {
     );
     assert_eq!(out.code, 2, "{}", out.stderr);
     assert!(
-        out.stderr.contains("another restic-manager server is running"),
+        out.stderr
+            .contains("another restic-manager server is running"),
         "{}",
         out.stderr
     );
@@ -735,5 +736,8 @@ fn a_deleted_state_database_in_a_used_data_directory_is_refused_not_recreated() 
     assert_eq!(out.code, 2, "{}", out.stderr);
     assert!(out.stderr.contains("is missing"), "{}", out.stderr);
     assert!(out.stderr.contains("restore state.db"), "{}", out.stderr);
-    assert!(!data.join("state.db").exists(), "no empty database was made");
+    assert!(
+        !data.join("state.db").exists(),
+        "no empty database was made"
+    );
 }

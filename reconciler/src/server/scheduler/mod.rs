@@ -252,10 +252,14 @@ impl Scheduler {
         self.assignments.is_empty()
     }
 
-    /// The next instant of an assignment (before its jitter).
+    /// The next instant of an assignment (before its jitter); none for a paused host, which
+    /// runs nothing.
     #[must_use]
     pub fn next_instant(&self, key: &AssignmentKey) -> Option<Timestamp> {
         let index = self.assignments.binary_search_by(|a| a.key.cmp(key)).ok()?;
+        if self.assignments[index].paused {
+            return None;
+        }
         self.next[index]
     }
 

@@ -300,6 +300,11 @@ fn a_paused_host_advances_its_schedule_without_jobs() {
     let due = s.take_due(at("2026-12-04T11:05:00Z"), &Idle);
     assert!(due.jobs.is_empty());
     assert_eq!(due.states[0].next_instant, Some(at("2026-12-04T12:00:00Z")));
+    assert_eq!(
+        s.next_instant(&key("web-1", JobKind::Backup)),
+        None,
+        "a paused assignment has no next run to show"
+    );
 }
 
 #[test]

@@ -515,7 +515,10 @@ fn apply_action(
         }
         Action::HostRemoved { host } => {
             exec(conn, "DELETE FROM hosts WHERE name = ?1", params![host])?;
-            // Runs not yet started are called off; anything running finishes and reports.
+            // Runs not yet started are called off. A run already sent may finish on the host,
+            // but its agent is no longer enrolled and cannot report it, so it is closed here
+            // with what is known rather than left running until it is given up as lost. Marked
+            // lost, a result that still arrives (the host is added back) is taken.
             exec(
                 conn,
                 "UPDATE jobs SET state = 'cancelled', finished_at = ?2, updated_at = ?2, \
@@ -523,13 +526,35 @@ fn apply_action(
                  WHERE host = ?1 AND state IN ('queued', 'deferred')",
                 params![host, now],
             )?;
+            exec(
+                conn,
+                "UPDATE jobs SET state = 'cancelled', lost = 1, finished_at = ?2, \
+                 updated_at = ?2, \
+                 reason = 'the host was removed from the configuration while this job was \
+                 sent to it; the host may still finish it, but its result and any snapshot it \
+                 made are not recorded here' \
+                 WHERE host = ?1 AND state IN ('dispatched', 'running')",
+                params![host, now],
+            )?;
         }
         Action::HostPaused { host } | Action::HostResumed { host } => {
+            let paused = matches!(action, Action::HostPaused { .. });
             exec(
                 conn,
                 "UPDATE hosts SET paused = ?2 WHERE name = ?1",
-                params![host, matches!(action, Action::HostPaused { .. })],
+                params![host, paused],
             )?;
+            if paused {
+                // A paused host runs nothing, including what was waiting for it; what runs
+                // already finishes and reports.
+                exec(
+                    conn,
+                    "UPDATE jobs SET state = 'cancelled', finished_at = ?2, updated_at = ?2, \
+                     reason = 'the host was paused in the configuration' \
+                     WHERE host = ?1 AND state IN ('queued', 'deferred')",
+                    params![host, now],
+                )?;
+            }
         }
         Action::AssignmentAdded(a) | Action::AssignmentChanged { new: a, .. } => {
             exec(

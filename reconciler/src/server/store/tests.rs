@@ -541,10 +541,16 @@ fn a_second_store_on_the_same_data_directory_is_refused_while_the_first_is_open(
         panic!("two stores on one data directory must be refused")
     };
     let text = err.to_string();
-    assert!(text.contains("another restic-manager server is running"), "{text}");
+    assert!(
+        text.contains("another restic-manager server is running"),
+        "{text}"
+    );
     assert!(text.contains(LOCK_FILE), "{text}");
     drop(first);
-    assert!(Store::open(dir.path()).is_ok(), "the lock goes with the store");
+    assert!(
+        Store::open(dir.path()).is_ok(),
+        "the lock goes with the store"
+    );
 }
 
 #[test]
@@ -583,4 +589,87 @@ fn a_lock_file_left_before_the_database_was_made_does_not_block_a_fresh_start() 
     std::fs::write(dir.path().join(LOCK_FILE), b"").unwrap();
     let store = open(&dir);
     assert_eq!(store.schema_version().unwrap(), migrations::LATEST);
+}
+
+/// Queues three web-1 jobs under the example revision: one waiting, one deferred, one sent.
+fn store_with_web1_jobs(dir: &tempfile::TempDir) -> Store {
+    let mut store = open(dir);
+    store
+        .apply_revision(&revision("a1"), example(), None)
+        .unwrap();
+    let now = jiff::Timestamp::now();
+    let mut deferred = new_job("d", JobState::Deferred);
+    deferred.key.policy = "web".into();
+    let mut sent = new_job("s", JobState::Queued);
+    sent.key.kind = JobKind::Check;
+    store
+        .queue_jobs(&[new_job("q", JobState::Queued), deferred, sent], &[], now)
+        .unwrap();
+    store
+        .transition("s", &[JobState::Queued], JobState::Dispatched, None, now)
+        .unwrap();
+    store
+}
+
+#[test]
+fn removing_a_host_closes_its_waiting_and_sent_jobs_and_a_late_result_still_counts() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = store_with_web1_jobs(&dir);
+    let mut without = example();
+    without.hosts.remove("web-1");
+    without.assignments.retain(|a| &*a.key.host != "web-1");
+    store
+        .apply_revision(&revision("b2"), without, None)
+        .unwrap();
+
+    for id in ["q", "d"] {
+        let job = store.job(id).unwrap().unwrap();
+        assert_eq!(job.state, JobState::Cancelled, "{id}");
+        assert_eq!(
+            job.reason.as_deref(),
+            Some("the host was removed from the configuration"),
+            "{id}"
+        );
+    }
+    let sent = store.job("s").unwrap().unwrap();
+    assert_eq!(sent.state, JobState::Cancelled);
+    let reason = sent.reason.unwrap();
+    assert!(
+        reason.contains("removed from the configuration while this job was sent"),
+        "{reason}"
+    );
+    assert!(reason.contains("not recorded"), "{reason}");
+
+    // The host comes back and its agent reports the run after all: the result is kept.
+    assert!(
+        store
+            .finish_job(
+                "s",
+                &result("s", protocol::Outcome::Succeeded),
+                JobState::Succeeded,
+                None
+            )
+            .unwrap()
+    );
+    assert_eq!(store.job("s").unwrap().unwrap().state, JobState::Succeeded);
+}
+
+#[test]
+fn pausing_a_host_cancels_what_waits_for_it_and_lets_a_sent_job_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = store_with_web1_jobs(&dir);
+    let mut paused = example();
+    paused.hosts.get_mut("web-1").unwrap().paused = true;
+    store.apply_revision(&revision("c3"), paused, None).unwrap();
+
+    for id in ["q", "d"] {
+        let job = store.job(id).unwrap().unwrap();
+        assert_eq!(job.state, JobState::Cancelled, "{id}");
+        assert_eq!(
+            job.reason.as_deref(),
+            Some("the host was paused in the configuration"),
+            "{id}"
+        );
+    }
+    assert_eq!(store.job("s").unwrap().unwrap().state, JobState::Dispatched);
 }
