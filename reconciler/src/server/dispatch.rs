@@ -69,15 +69,25 @@ pub fn tick(server: &Server) {
 
     queue_due(server, now);
     let mut store = server.store.lock().expect("store lock");
-    match store.expire_jobs(now) {
+    let expired = store.expire_jobs(now);
+    let path = store.path().to_owned();
+    drop(store);
+    match expired {
         Ok(late) => {
             for job in late {
                 warn!(job_id = %job.id, host = %job.host, policy = %job.policy, kind = %job.kind, "job missed its deadline");
             }
+            *server.store_failing.lock().expect("health lock") = None;
         }
-        Err(e) => error!(error = %e, "could not expire late jobs"),
+        Err(e) => {
+            error!(error = %e, path = %path.display(), "could not expire late jobs");
+            server
+                .store_failing
+                .lock()
+                .expect("health lock")
+                .get_or_insert_with(|| (now, e.to_string()));
+        }
     }
-    drop(store);
     dispatch(server, &applied, now);
 }
 

@@ -66,7 +66,8 @@ pub fn routes(
     let health = warp::path("healthz")
         .and(warp::path::end())
         .and(warp::get())
-        .map(|| "ok\n");
+        .and(with_server.clone())
+        .map(health);
 
     agent.or(hook).or(health).or(web::routes(view)).recover(
         |rejection: warp::Rejection| async move {
@@ -122,5 +123,27 @@ fn git_hook(
             });
             warp::reply::with_status("signature check failed\n", StatusCode::UNAUTHORIZED)
         }
+    }
+}
+
+/// `/healthz`: 200 while the server can use its state database, 503 naming the error once
+/// the scheduler's regular pass over it fails (a damaged file, a full disk), so a load
+/// balancer or a probe sees what the log says.
+#[allow(
+    clippy::needless_pass_by_value,
+    reason = "warp hands each request its own clone"
+)]
+fn health(server: Arc<Server>) -> warp::reply::Response {
+    use warp::Reply as _;
+    match &*server.store_failing.lock().expect("health lock") {
+        None => "ok\n".into_response(),
+        Some((since, error)) => warp::reply::with_status(
+            format!(
+                "unhealthy: the state database fails since {since}: {error}; the server's log \
+                 names the file\n"
+            ),
+            StatusCode::SERVICE_UNAVAILABLE,
+        )
+        .into_response(),
     }
 }

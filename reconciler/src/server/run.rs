@@ -56,6 +56,9 @@ pub struct Server {
     logs: Mutex<HashMap<String, (String, VecDeque<String>)>>,
     /// The last error the follower met, cleared by the next good fetch.
     pub source_error: Mutex<Option<String>>,
+    /// Since when, and with what error, the scheduler's regular pass over the state database
+    /// fails; cleared by the next pass that works. `/healthz` reports it.
+    pub store_failing: Mutex<Option<(jiff::Timestamp, String)>>,
     /// Every assignment's next instant; rebuilt from the store when a revision is applied.
     pub scheduler: Mutex<Scheduler>,
     /// The newest commit this process found invalid, so it is not validated again each poll.
@@ -85,6 +88,7 @@ impl Server {
             progress: Mutex::new(HashMap::new()),
             logs: Mutex::new(HashMap::new()),
             source_error: Mutex::new(None),
+            store_failing: Mutex::new(None),
             scheduler: Mutex::new(Scheduler::default()),
             last_invalid: Mutex::new(None),
         }

@@ -365,3 +365,41 @@ fn text_from_the_config_and_from_agents_shows_as_text_on_every_page() {
     let page = get(addr, &format!("/jobs/{job}")).body;
     assert!(page.contains("Fatal: &lt;script&gt;"), "{page}");
 }
+
+#[test]
+fn healthz_turns_503_and_names_the_error_while_the_state_database_fails() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let fleet = crate::serve::following_example(dir.path());
+    let addr = fleet.server.addr.clone();
+    assert_eq!(get(&addr, "/healthz").body, "ok\n");
+
+    // A table taken away under the running server stands for a database gone bad.
+    let db = rusqlite::Connection::open(fleet.data.join("state.db")).expect("open state.db");
+    db.execute_batch("ALTER TABLE jobs RENAME TO jobs_aside;")
+        .expect("rename");
+    let failing = wait_for(Duration::from_secs(20), || {
+        let reply = get(&addr, "/healthz");
+        (reply.status == 503).then_some(reply.body)
+    })
+    .unwrap_or_else(|| panic!("/healthz stayed ok:\n{}", fleet.server.log()));
+    assert!(
+        failing.starts_with("unhealthy: the state database fails since "),
+        "{failing}"
+    );
+    assert!(
+        failing.contains("the server's log names the file"),
+        "{failing}"
+    );
+    assert!(
+        fleet.server.log().contains("state.db"),
+        "the log names the file"
+    );
+    assert!(failing.contains("no such table: jobs"), "{failing}");
+
+    db.execute_batch("ALTER TABLE jobs_aside RENAME TO jobs;")
+        .expect("rename back");
+    let healthy = wait_for(Duration::from_secs(20), || {
+        (get(&addr, "/healthz").status == 200).then_some(())
+    });
+    assert!(healthy.is_some(), "{}", fleet.server.log());
+}
