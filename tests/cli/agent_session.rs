@@ -440,6 +440,55 @@ fn an_enrolled_agent_gets_an_init_then_its_backups_and_each_result_is_stored_onc
 }
 
 #[test]
+fn a_failed_init_fails_the_jobs_waiting_for_it_with_its_reason_instead_of_deferring_them() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (key, public) = agent_key(12);
+    let repo = session_repo(dir.path(), Some(&public), 2);
+    let data = dir.path().join("data");
+    let addr = format!("127.0.0.1:{}", free_port());
+    let server = demo_server(&repo, &data, &addr);
+    let respond: Responder = Arc::new(|job, _| {
+        let mut result = result_for(job, Outcome::Succeeded);
+        if job.kind == protocol::JobKind::Init {
+            result.outcome = Outcome::Failed;
+            result.initialized = false;
+            result.message = "Fatal: create repository at /srv/x failed: permission denied".into();
+        }
+        Reply::Now(Box::new(result))
+    });
+    let agent = ScriptedAgent::with(&addr, "web-1", key, respond);
+
+    let failed = wait_for(Duration::from_secs(20), || {
+        let db = state(&data)?;
+        db.query_row(
+            "SELECT message FROM jobs WHERE kind = 'backup' AND state = 'failed' LIMIT 1",
+            [],
+            |row| row.get::<_, String>(0),
+        )
+        .ok()
+    })
+    .unwrap_or_else(|| panic!("no backup failed:\n{:?}\n{}", jobs(&data), server.log()));
+    assert!(
+        failed.contains("could not be initialised on web-1"),
+        "{failed}"
+    );
+    assert!(failed.contains("permission denied"), "{failed}");
+    assert!(failed.contains("the next init is tried after"), "{failed}");
+    // The failed init is not hammered: one init was sent, and no backup reached the agent.
+    let seen = agent.seen.lock().expect("lock");
+    let kinds: Vec<protocol::JobKind> = seen.jobs.iter().map(|j| j.kind).collect();
+    assert_eq!(kinds, [protocol::JobKind::Init], "{kinds:?}");
+    drop(seen);
+    let none_waiting = wait_for(Duration::from_secs(5), || {
+        (!jobs(&data)
+            .iter()
+            .any(|(_, k, s)| k == "backup" && s == "deferred"))
+        .then_some(())
+    });
+    assert!(none_waiting.is_some(), "{:?}", jobs(&data));
+}
+
+#[test]
 fn an_agent_with_an_unknown_key_is_pending_with_the_snippet_and_a_commit_enrols_it() {
     let dir = tempfile::tempdir().expect("temp dir");
     let (key, public) = agent_key(12);

@@ -194,35 +194,51 @@ fn dispatch(server: &Server, applied: &Applied, now: Timestamp) {
         }
     }
 
-    let mut init_queued: HashMap<(String, String), String> = HashMap::new();
+    let mut init_gates: HashMap<(String, String), InitGate> = HashMap::new();
     for job in ready {
         let span = info_span!("job", job_id = %job.id, host = %job.host, policy = %job.policy);
         let _enter = span.enter();
         let pair = (job.host.clone(), job.repository.clone());
 
         if job.kind != JobKind::Init && !initialized.contains(&pair) {
-            let init = match init_queued.get(&pair) {
-                Some(id) => Ok(Some(id.clone())),
-                None => ensure_init(&mut store, job, now),
+            let gate = match init_gates.get(&pair) {
+                Some(gate) => gate.clone(),
+                None => match ensure_init(&mut store, job, now) {
+                    Ok(gate) => gate,
+                    Err(e) => {
+                        error!(error = %e, "could not queue the repository's init");
+                        continue;
+                    }
+                },
             };
-            match init {
-                Ok(Some(id)) => {
+            match &gate {
+                InitGate::Ready => {}
+                InitGate::Waiting { id } => {
                     let reason = format!(
                         "waiting for repository `{}` to be initialised on {} (job {id})",
                         job.repository, job.host
                     );
-                    init_queued.insert(pair, id);
                     defer(&mut store, job, &reason, now);
-                    continue;
                 }
+                InitGate::Failed { id, message, retry } => {
+                    let reason = format!(
+                        "repository `{}` could not be initialised on {}: init job {id} failed: \
+                         {message}; the next init is tried after {retry}",
+                        job.repository, job.host
+                    );
+                    warn!(%reason, "job failed before it was sent");
+                    let result = failed_result(&job.id, &reason, now);
+                    if let Err(e) = store.finish_job(&job.id, &result, JobState::Failed, None) {
+                        error!(error = %e, "could not record the job as failed");
+                    }
+                }
+            }
+            if matches!(gate, InitGate::Ready) {
                 // Initialised meanwhile (a result just arrived): go ahead.
-                Ok(None) => {
-                    initialized.insert(pair);
-                }
-                Err(e) => {
-                    error!(error = %e, "could not queue the repository's init");
-                    continue;
-                }
+                initialized.insert(pair);
+            } else {
+                init_gates.insert(pair, gate);
+                continue;
             }
         }
 
@@ -293,27 +309,51 @@ fn defer(store: &mut Store, job: &JobRecord, reason: &str, now: Timestamp) {
     }
 }
 
-/// Makes sure an init of the job's repository on its host is queued or running. Returns the
-/// init's id, or `None` when the repository turns out to be initialised.
-fn ensure_init(
-    store: &mut Store,
-    job: &JobRecord,
-    now: Timestamp,
-) -> Result<Option<String>, StoreError> {
+/// Where a job stands with its repository's init on its host.
+#[derive(Debug, Clone)]
+enum InitGate {
+    /// Initialised: the job may go.
+    Ready,
+    /// An init is queued or running: the job waits for it.
+    Waiting { id: String },
+    /// The last init failed a short while ago: the job fails with that init's reason rather
+    /// than wait, so a host whose repository cannot be made shows failures, not silence.
+    Failed {
+        id: String,
+        message: String,
+        retry: Timestamp,
+    },
+}
+
+/// Makes sure an init of the job's repository on its host is queued or running, or says why
+/// the job cannot wait for one.
+fn ensure_init(store: &mut Store, job: &JobRecord, now: Timestamp) -> Result<InitGate, StoreError> {
     if store.is_initialized(&job.host, &job.repository)? {
-        return Ok(None);
+        return Ok(InitGate::Ready);
     }
     if let Some(last) = store.last_init(&job.host, &job.repository)? {
-        let recent = last
-            .finished_at
-            .is_some_and(|at| now.duration_since(at) < INIT_RETRY);
-        if !last.state.is_terminal() || recent {
-            return Ok(Some(last.id));
+        if !last.state.is_terminal() {
+            return Ok(InitGate::Waiting { id: last.id });
+        }
+        let retry = last.finished_at.map(|at| at + INIT_RETRY);
+        if let Some(retry) = retry.filter(|retry| now < *retry) {
+            if matches!(last.state, JobState::Failed | JobState::TimedOut) {
+                let message = last
+                    .message
+                    .or(last.reason)
+                    .unwrap_or_else(|| last.state.as_str().to_owned());
+                return Ok(InitGate::Failed {
+                    id: last.id,
+                    message,
+                    retry,
+                });
+            }
+            return Ok(InitGate::Waiting { id: last.id });
         }
     }
     let id = queue_followup(store, job, JobKind::Init)?;
     info!(init = %id, repository = %job.repository, "repository not initialised on this host yet; init queued");
-    Ok(Some(id))
+    Ok(InitGate::Waiting { id })
 }
 
 /// Queues a job the server makes itself (an init, or an unlock after a lock got in the way)
