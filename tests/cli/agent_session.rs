@@ -474,6 +474,18 @@ fn a_failed_init_fails_the_jobs_waiting_for_it_with_its_reason_instead_of_deferr
     );
     assert!(failed.contains("permission denied"), "{failed}");
     assert!(failed.contains("the next init is tried after"), "{failed}");
+    let reasons: Vec<Option<String>> = state(&data)
+        .expect("db")
+        .prepare("SELECT reason FROM jobs WHERE kind = 'backup' AND state = 'failed'")
+        .expect("prepare")
+        .query_map([], |row| row.get(0))
+        .expect("query")
+        .collect::<Result<_, _>>()
+        .expect("rows");
+    assert!(
+        reasons.iter().all(Option::is_none),
+        "what a failed job waited for is not kept as its reason: {reasons:?}"
+    );
     // The failed init is not hammered: one init was sent, and no backup reached the agent.
     let seen = agent.seen.lock().expect("lock");
     let kinds: Vec<protocol::JobKind> = seen.jobs.iter().map(|j| j.kind).collect();
