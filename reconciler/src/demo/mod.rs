@@ -101,6 +101,25 @@ pub async fn run(options: Options, out: &mut Report) -> anyhow::Result<Cycle> {
         running.listen, server.server_id, running.listen
     ));
     area::write_agent_settings(&area, &format!("ws://{}", running.listen), &options.restic)?;
+    // The agent starts once its key is in force: before that, the server would record it as
+    // pending and tell it to come back in 30 s.
+    let enrolled = wait_until(START_TIMEOUT, || {
+        server.applied().is_some_and(|applied| {
+            applied
+                .config
+                .hosts
+                .get(&area.host)
+                .is_some_and(|host| host.agent_key.is_some())
+        })
+    })
+    .await;
+    if !enrolled {
+        running.stop().await;
+        bail!(
+            "the server did not apply the demo's enrolment commit within {START_TIMEOUT:?}; \
+             run with RUST_LOG=info to see why"
+        );
+    }
     let agent_stop = CancellationToken::new();
     let agent = tokio::spawn(run_agent(area.clone(), agent_stop.clone()));
 

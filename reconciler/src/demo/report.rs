@@ -95,10 +95,9 @@ impl Report {
             "  restic -r {root}/restic-repo --password-file {root}/restic-password.txt snapshots"
         ));
         self.line(&format!("  git -C {root}/config log --stat"));
-        self.line(&format!(
-            "  restic-manager audit log --data-dir {root}/server"
-        ));
-        self.line(&format!("  restic-manager show {root}/config"));
+        let me = own_command();
+        self.line(&format!("  {me} audit log --data-dir {root}/server"));
+        self.line(&format!("  {me} show {root}/config"));
     }
 
     /// Says what happens next and when.
@@ -325,5 +324,24 @@ pub async fn follow_jobs(
             () = &mut stop => return,
             () = tokio::time::sleep(Duration::from_millis(500)) => {}
         }
+    }
+}
+
+/// How to run this restic-manager again: its plain name when that is what `PATH` finds (an
+/// installed binary), else its full path (run through `cargo run`, for example).
+fn own_command() -> String {
+    let Ok(me) = std::env::current_exe() else {
+        return "restic-manager".to_owned();
+    };
+    let on_path = std::env::var_os("PATH").is_some_and(|path| {
+        std::env::split_paths(&path)
+            .map(|dir| dir.join("restic-manager"))
+            .filter_map(|candidate| candidate.canonicalize().ok())
+            .any(|candidate| me.canonicalize().is_ok_and(|me| me == candidate))
+    });
+    if on_path {
+        "restic-manager".to_owned()
+    } else {
+        me.display().to_string()
     }
 }
