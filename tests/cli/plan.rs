@@ -167,6 +167,73 @@ fn an_invalid_head_fails_with_its_validation_errors() {
 }
 
 #[test]
+fn a_fix_to_a_broken_branch_is_planned_against_the_newest_valid_commit_before_it() {
+    let repo = example_git_repo();
+    commit_edit(repo.path(), "policies/web.toml", "typo", |text| {
+        text.replacen("repository = ", "repositroy = ", 1)
+    });
+    // The fix repairs the typo and, in the same change, lowers retention.
+    commit_edit(repo.path(), "policies/web.toml", "fix the typo", |text| {
+        text.replacen("repositroy = ", "repository = ", 1)
+    });
+    lower_retention_and_drop_path(repo.path());
+
+    let out = run(restic_manager()
+        .args(["plan", "--repo"])
+        .arg(repo.path())
+        .args(["--base", "HEAD~2", "--head", "HEAD", "--format", "json"]));
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stderr.contains(
+            "note: the base revision `HEAD~2` does not validate (1 error); a server following \
+             it keeps the newest valid revision in force, so the plan compares with "
+        ),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("(the example fleet)"), "{}", out.stderr);
+    let plan: serde_json::Value = serde_json::from_str(&out.stdout).expect("json");
+    assert_eq!(plan["base"]["summary"], "the example fleet", "{plan:#}");
+    assert_eq!(plan["invalid-base"]["summary"], "typo", "{plan:#}");
+    assert_eq!(plan["risky"], true, "{plan:#}");
+
+    let text = run(restic_manager()
+        .args(["plan", "--repo"])
+        .arg(repo.path())
+        .args(["--base", "HEAD~2"]));
+    assert!(
+        text.stdout
+            .contains("the newest valid commit before the invalid"),
+        "{}",
+        text.stdout
+    );
+}
+
+#[test]
+fn a_base_with_no_valid_commit_behind_it_fails_and_says_so() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    write(dir.path(), "hosts/a.toml", b"hostname = ");
+    git(dir.path(), &["init", "-q"]);
+    git(dir.path(), &["add", "-A"]);
+    git(dir.path(), &["commit", "-q", "-m", "broken from the start"]);
+    copy_tree(&example_repo(), dir.path());
+    std::fs::remove_file(dir.path().join("hosts/a.toml")).expect("rm");
+    git(dir.path(), &["add", "-A"]);
+    git(dir.path(), &["commit", "-q", "-m", "the example fleet"]);
+
+    let out = plan(dir.path(), &[]);
+    assert_eq!(out.code, 2, "{}", out.stdout);
+    assert!(
+        out.stderr.contains(
+            "the base revision `HEAD~1` does not validate (1 error above); no valid commit was \
+             found in its recent history either"
+        ),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
 fn base_defaults_to_the_merge_base_with_main() {
     let repo = example_git_repo();
     git(repo.path(), &["checkout", "-q", "-b", "change"]);

@@ -52,14 +52,20 @@ fn plan(args: &Args) -> anyhow::Result<u8> {
         Some(base) => base.clone(),
         None => crate::git::plan_base(&args.repo, &args.head)?,
     };
-    let base_commit = crate::git::resolve_commit(&args.repo, &base_rev)?;
     let head_commit = crate::git::resolve_commit(&args.repo, &args.head)?;
-    let base = load_valid(args, &base_rev, "base")?;
+    let (base_rev, base, invalid_base) = valid_base(args, base_rev)?;
+    let base_commit = crate::git::resolve_commit(&args.repo, &base_rev)?;
     let head = load_valid(args, &args.head, "head")?;
 
     let plan = diff(&base, &head);
     let revisions = Revisions {
-        base: format!("{} ({})", base_commit.short, base_commit.summary),
+        base: match &invalid_base {
+            None => format!("{} ({})", base_commit.short, base_commit.summary),
+            Some(invalid) => format!(
+                "{} ({}), the newest valid commit before the invalid {} ({})",
+                base_commit.short, base_commit.summary, invalid.short, invalid.summary
+            ),
+        },
         head: format!("{} ({})", head_commit.short, head_commit.summary),
     };
     let text = match args.format {
@@ -69,6 +75,7 @@ fn plan(args: &Args) -> anyhow::Result<u8> {
             "{:#}\n",
             serde_json::json!({
                 "base": { "rev": base_rev, "commit": base_commit.id, "summary": base_commit.summary },
+                "invalid-base": invalid_base.as_ref().map(|c| serde_json::json!({ "commit": c.id, "summary": c.summary })),
                 "head": { "rev": args.head, "commit": head_commit.id, "summary": head_commit.summary },
                 "changed": !plan.is_empty(),
                 "risky": plan.has_risky(),
@@ -84,6 +91,45 @@ fn plan(args: &Args) -> anyhow::Result<u8> {
     } else {
         u8::from(!plan.is_empty())
     })
+}
+
+/// How far back `plan` looks for a valid commit when the base does not validate.
+const VALID_BASE_SEARCH: usize = 100;
+
+/// Loads the base revision. One that does not validate (a pull request that repairs a broken
+/// branch) is replaced by the newest valid commit in its first-parent history: a server
+/// following that branch keeps the newest valid revision it saw in force, so that is what the
+/// change is measured against. Returns the revision used, its config, and the invalid base
+/// when it was replaced.
+fn valid_base(
+    args: &Args,
+    base_rev: String,
+) -> anyhow::Result<(String, Config, Option<crate::git::CommitInfo>)> {
+    let loaded = config::load(&crate::git::read_revision(&args.repo, &base_rev)?);
+    if let Some(config) = loaded.config {
+        return Ok((base_rev, config, None));
+    }
+    let invalid = crate::git::resolve_commit(&args.repo, &base_rev)?;
+    for back in 1..=VALID_BASE_SEARCH {
+        let rev = format!("{}~{back}", invalid.id);
+        let Ok(files) = crate::git::read_revision(&args.repo, &rev) else {
+            break;
+        };
+        if let Some(config) = config::load(&files).config {
+            let commit = crate::git::resolve_commit(&args.repo, &rev)?;
+            let errors = loaded.diagnostics.errors().count();
+            print_err(&format!(
+                "note: the base revision `{base_rev}` does not validate ({errors} error{}); a \
+                 server following it keeps the newest valid revision in force, so the plan \
+                 compares with {} ({}), the newest valid commit before it\n",
+                if errors == 1 { "" } else { "s" },
+                commit.short,
+                commit.summary
+            ));
+            return Ok((commit.id, config, Some(invalid)));
+        }
+    }
+    load_valid(args, &base_rev, "base").map(|config| (base_rev, config, None))
 }
 
 /// Loads a revision; a revision that does not validate makes plan fail with its errors.
@@ -103,7 +149,8 @@ fn load_valid(args: &Args, rev: &str, which: &str) -> anyhow::Result<Config> {
             "the {which} revision `{rev}` does not validate ({errors} error{} above); {}",
             if errors == 1 { "" } else { "s" },
             if which == "base" {
-                "plan compares two valid revisions, so pass a valid one with --base"
+                "no valid commit was found in its recent history either, so pass a valid one \
+                 with --base"
             } else {
                 "fix them, then plan again"
             }
