@@ -230,33 +230,48 @@ fn leave_stale_lock(restic: &Path, repo: &Path, password_file: &Path, dir: &Path
     }
     std::fs::write(big.join("blob"), &data).expect("write");
     // Killed once it reports progress: by then its lock file is complete (restic skips a
-    // lock file it cannot read).
-    let mut child = Command::new(restic)
-        .args(["backup", "--json"])
-        .arg(&big)
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("HOME", dir)
-        .env("RESTIC_REPOSITORY", repo)
-        .env("RESTIC_PASSWORD_FILE", password_file)
-        .env("RESTIC_CACHE_DIR", dir.join("cache"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("restic starts");
-    let stdout = child.stdout.take().expect("stdout");
-    let (tx, first_line) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut line = String::new();
-        let _ = std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line);
-        let _ = tx.send(line);
-    });
-    let line = first_line
-        .recv_timeout(Duration::from_secs(30))
-        .expect("the backup to be killed reported no progress within 30 s");
-    let _ = child.kill();
-    let _ = child.wait();
-    assert!(line.contains("\"status\""), "{line}");
+    // lock file it cannot read). The agent's own maintenance may hold the repository
+    // exclusively at that moment; then the backup is tried again once it is done.
+    let mut refusals = Vec::new();
+    for _ in 0..30 {
+        let mut child = Command::new(restic)
+            .args(["backup", "--json"])
+            .arg(&big)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", dir)
+            .env("RESTIC_REPOSITORY", repo)
+            .env("RESTIC_PASSWORD_FILE", password_file)
+            .env("RESTIC_CACHE_DIR", dir.join("cache"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("restic starts");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, first_line) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line);
+            let _ = tx.send(line);
+        });
+        let line = first_line
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the backup to be killed reported nothing within 30 s");
+        if line.contains("\"status\"") {
+            let _ = child.kill();
+            let _ = child.wait();
+            return;
+        }
+        let out = child.wait_with_output().expect("restic ends");
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(
+            stderr.contains("locked"),
+            "the backup to be killed failed: {line}{stderr}"
+        );
+        refusals.push(stderr);
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    panic!("the repository stayed locked for the backup to be killed: {refusals:?}");
 }
 
 fn whole_fleet_against(version: &str) {
