@@ -627,10 +627,12 @@ impl Workspace {
         self.dir.path().join(name).to_str().unwrap().to_owned()
     }
 
-    /// `run` arguments for a server URL, with short backoff.
+    /// `run` arguments for a server URL, with short backoff and a real restic.
     pub fn run_args(&self, url: &str) -> Vec<String> {
         vec![
             "run".into(),
+            "--restic".into(),
+            restic_binary().to_str().unwrap().to_owned(),
             "--config".into(),
             self.path("agent.toml"),
             "--server".into(),
@@ -647,6 +649,12 @@ impl Workspace {
             "300".into(),
         ]
     }
+}
+
+/// A real restic for the agents these tests start (which check it before connecting): the
+/// first of the binaries the tests find.
+pub fn restic_binary() -> PathBuf {
+    crate::restic::restic_binaries().remove(0)
 }
 
 /// Spawns the binary with `args` given as owned strings.
