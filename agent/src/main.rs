@@ -95,6 +95,15 @@ fn print_err(text: &str) {
 }
 
 fn keygen(args: &KeygenArgs) -> u8 {
+    // The same names `run` accepts, checked before a key is written for a name it would refuse.
+    if let Some(host) = &args.host
+        && let Err(message) = settings::check_host_name(host)
+    {
+        print_err(&format!(
+            "error: `host` from --host (or RM_AGENT_HOST): {message}"
+        ));
+        return 2;
+    }
     let host = args
         .host
         .clone()
