@@ -346,7 +346,12 @@ async fn a_job_that_did_not_do_its_work_is_logged_as_an_error_and_a_success_as_i
     // A real restic, a repository that does not exist.
     conn.send(&ServerMessage::Job(Box::new(job("j-missing", HOST))));
     let (missing, _) = conn.recv_result().await;
-    assert_eq!(missing.outcome, Outcome::RepositoryMissing, "{}", missing.message);
+    assert_eq!(
+        missing.outcome,
+        Outcome::RepositoryMissing,
+        "{}",
+        missing.message
+    );
     let line = agent
         .wait_for_line(&["job ended", "j-missing", "outcome=repository-missing"])
         .await;

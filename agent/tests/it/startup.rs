@@ -52,7 +52,10 @@ async fn a_second_agent_on_the_same_state_directory_is_refused_at_once() {
         conn.next_within(QUIET).await.is_none(),
         "the first agent's connection was disturbed"
     );
-    assert!(first.child.try_wait().unwrap().is_none(), "the first agent stopped");
+    assert!(
+        first.child.try_wait().unwrap().is_none(),
+        "the first agent stopped"
+    );
 
     // SIGKILL leaves the lock file behind, but the kernel drops the lock with the process.
     first.kill().await;
