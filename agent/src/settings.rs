@@ -133,6 +133,19 @@ impl ServerUrl {
         self.0.scheme() == "wss"
     }
 
+    /// `host:port` (the scheme's default port when the URL names none), for messages.
+    #[must_use]
+    pub fn authority(&self) -> String {
+        let port = self.0.port_or_known_default().unwrap_or_default();
+        format!("{}:{port}", self.host())
+    }
+
+    /// The URL's path, such as `/agent/v1`.
+    #[must_use]
+    pub fn path(&self) -> &str {
+        self.0.path()
+    }
+
     /// The host part, for TLS server names and messages.
     #[must_use]
     pub fn host(&self) -> &str {

@@ -117,6 +117,25 @@ impl TestServer {
     }
 }
 
+/// A TCP server on 127.0.0.1 that is no restic-manager server: it answers every connection
+/// with `response` once the client has sent something, then closes it.
+pub async fn raw_server(response: &'static str) -> SocketAddr {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut request = [0u8; 4096];
+                let _ = tcp.read(&mut request).await;
+                let _ = tcp.write_all(response.as_bytes()).await;
+                let _ = tcp.shutdown().await;
+            });
+        }
+    });
+    addr
+}
+
 /// Any byte stream a WebSocket can run over.
 pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
@@ -598,6 +617,16 @@ impl AgentProcess {
             .await
             .unwrap();
         status.code()
+    }
+
+    /// Everything the process wrote to stderr, once it has exited and its stderr is read to
+    /// the end.
+    pub async fn log_to_end(&mut self) -> String {
+        within("the agent's stderr to end", async {
+            while self.lines.recv().await.is_some() {}
+        })
+        .await;
+        self.stderr_text()
     }
 
     pub fn stderr_text(&self) -> String {
