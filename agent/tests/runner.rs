@@ -768,10 +768,15 @@ async fn a_stale_lock_blocks_until_an_unlock_job_clears_it() {
             "{}",
             blocked.message
         );
-        assert!(blocked.message.ends_with(
-            "If that process no longer runs, the lock is stale: run an unlock job for the \
-             repository"
-        ));
+        assert!(
+            blocked.message.ends_with(
+                "If that process no longer runs, the lock is stale: after this result the \
+                 server queues an unlock job for this host, which removes stale locks, and the \
+                 job's next run can go ahead"
+            ),
+            "{}",
+            blocked.message
+        );
         let events = drain(&mut rx);
         assert!(
             logs(&events, LogStream::Agent)

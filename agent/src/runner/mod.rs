@@ -759,8 +759,9 @@ impl<'a> Run<'a> {
                     Outcome::BlockedByLock,
                     format!(
                         "restic {name} could not lock repository `{repo}`: it is {holder}; \
-                         {waited}. If that process no longer runs, the lock is stale: run an \
-                         unlock job for the repository"
+                         {waited}. If that process no longer runs, the lock is stale: after this \
+                         result the server queues an unlock job for this host, which removes \
+                         stale locks, and the job's next run can go ahead"
                     ),
                 )
             }
