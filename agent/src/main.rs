@@ -49,8 +49,8 @@ struct KeygenArgs {
     /// missing.
     #[arg(long, env = "RM_AGENT_KEY", value_name = "FILE", default_value = DEFAULT_KEY_FILE)]
     key: PathBuf,
-    /// The host name for the hint (the host's file is hosts/NAME.toml).
-    /// [default: the system's short hostname]
+    /// The host name for the hint (the host's file is hosts/NAME.toml); lowercase letters,
+    /// digits and `-`, as for `run --host`. [default: the system's short hostname]
     #[arg(long, env = "RM_AGENT_HOST", value_name = "NAME")]
     host: Option<String>,
 }
