@@ -9,8 +9,9 @@
 //! protocol's size limit end the connection; a malformed frame is logged and skipped.
 //!
 //! A lost connection is dialled again after a backoff with full jitter (see
-//! [`crate::backoff`]). A rejection with a retry hint waits that long; a rejection without one
-//! (a protocol version mismatch) ends the agent, since only an operator can fix it.
+//! [`crate::backoff`]). A rejection with a retry hint waits about that long, spread by
+//! [`around_hint`] so a fleet does not return in lockstep; a rejection without one (a protocol
+//! version mismatch) ends the agent, since only an operator can fix it.
 
 use std::time::Duration;
 
@@ -37,6 +38,9 @@ use crate::settings::ServerUrl;
 /// NOTE: a server asking for a longer wait is dialled again after an hour (see
 /// `docs/src/limitations.md`).
 pub const MAX_RETRY_AFTER: Duration = Duration::from_hours(1);
+
+/// The most a server's retry hint is moved either way by [`around_hint`].
+pub const MAX_HINT_SPREAD: Duration = Duration::from_mins(1);
 
 /// How long closing a connection may take; a hung server must not hold up a stop.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -100,7 +104,11 @@ enum SessionEnd {
         reason: String,
         up_for: Option<Duration>,
     },
+    /// The server asked to wait this long before dialling again.
     RetryAfter(Duration),
+    /// The agent refused the server's challenge (an operator must look); dial again after the
+    /// backoff.
+    ChallengeRefused(String),
     Fatal(String),
     Shutdown,
 }
@@ -124,8 +132,22 @@ pub async fn run<E: Executor>(
         let wait = match end {
             SessionEnd::Shutdown => return Ok(()),
             SessionEnd::Fatal(reason) => return Err(ConnectionError::Rejected { reason }),
-            SessionEnd::RetryAfter(wait) => {
-                span.in_scope(|| info!(retry_in = ?wait, "waiting as long as the server asked"));
+            SessionEnd::RetryAfter(asked) => {
+                let wait = around_hint(asked, &mut rand::rng());
+                span.in_scope(|| {
+                    info!(
+                        retry_in = ?wait,
+                        server_asked = ?asked,
+                        "dialling again about as long as the server asked"
+                    );
+                });
+                wait
+            }
+            SessionEnd::ChallengeRefused(reason) => {
+                let wait = backoff.next_delay(&mut rand::rng());
+                span.in_scope(|| {
+                    error!(retry_in = ?wait, "refusing to sign the server's challenge: {reason}");
+                });
                 wait
             }
             SessionEnd::Lost { reason, up_for } => {
@@ -211,7 +233,10 @@ async fn dial(config: &ConnectionConfig) -> Result<Socket, String> {
             "the server did not answer within {:?}",
             config.timing.handshake_timeout
         )),
-        Ok(Err(e)) => Err(format!("cannot connect: {}", describe(&e))),
+        Ok(Err(e)) => Err(format!(
+            "cannot connect: {}",
+            describe_dial(&e, &config.server)
+        )),
         Ok(Ok((socket, _response))) => Ok(socket),
     }
 }
@@ -255,8 +280,7 @@ async fn handshake<E: Executor>(
             let pinned = config.server_id.as_deref();
             let now = jiff::Timestamp::now();
             if let Err(e) = check_challenge(protocol, &server_id, &nonce, timestamp, pinned, now) {
-                error!("refusing to sign the server's challenge: {e}");
-                return Err(lost(format!("refused to sign the server's challenge: {e}")));
+                return Err(SessionEnd::ChallengeRefused(e.to_string()));
             }
             (server_id, nonce, timestamp)
         }
@@ -505,6 +529,66 @@ fn describe(error: &tungstenite::Error) -> String {
     }
 }
 
+/// A failed dial in words, with what it most likely means when the other end is not a
+/// restic-manager server at all (a plain-HTTP port dialled with `wss://`, a web server on the
+/// path, an old proxy).
+fn describe_dial(error: &tungstenite::Error, server: &ServerUrl) -> String {
+    let at = server.authority();
+    let not_our_server = || {
+        let tls = if server.is_tls() {
+            ""
+        } else {
+            "; if that port speaks TLS (a reverse proxy), use wss://"
+        };
+        format!(
+            "{at} does not answer like a restic-manager server: check that the URL names the \
+             server (or a reverse proxy that passes WebSocket upgrades on to it) and that its \
+             path is the server's agent endpoint, {}{tls}",
+            protocol::AGENT_PATH
+        )
+    };
+    let hint = match error {
+        tungstenite::Error::Io(e) => match e.get_ref().and_then(|e| e.downcast_ref()) {
+            Some(rustls::Error::InvalidMessage(_)) => Some(format!(
+                "what {at} answered is not TLS: is it a restic-manager server? For wss:// the \
+                 port must speak TLS (a reverse proxy in front of the server); the server's own \
+                 port speaks plain HTTP and is reached with ws://"
+            )),
+            Some(rustls::Error::InvalidCertificate(_)) => Some(
+                "if the server's certificate comes from a private CA, give that CA's \
+                 certificate with `ca` (--ca)"
+                    .to_owned(),
+            ),
+            _ => None,
+        },
+        tungstenite::Error::Http(response) if response.status().as_u16() == 404 => Some(format!(
+            "{at} has no WebSocket endpoint at {}: the URL's path should be the server's agent \
+             endpoint, {} (the default when the URL has no path)",
+            server.path(),
+            protocol::AGENT_PATH
+        )),
+        tungstenite::Error::Http(_)
+        | tungstenite::Error::HttpFormat(_)
+        | tungstenite::Error::Protocol(_) => Some(not_our_server()),
+        _ => None,
+    };
+    let base = describe(error);
+    match hint {
+        Some(hint) => format!("{base}; {hint}"),
+        None => base,
+    }
+}
+
+/// A wait of about `asked`: drawn uniformly from half of it to one and a half times it, the
+/// spread at most a minute either way, and at least half a second. A fleet told to come back
+/// at once (all pending after a server restart) then does not come back in lockstep.
+pub fn around_hint(asked: Duration, rng: &mut impl rand::Rng) -> Duration {
+    let asked = asked.max(Duration::from_secs(1));
+    let spread = (asked / 2).min(MAX_HINT_SPREAD);
+    let low = asked.saturating_sub(spread);
+    low + crate::backoff::full_jitter(spread * 2, rng)
+}
+
 /// A message's type, as the protocol spells it, for logs.
 fn kind(message: &ServerMessage) -> &'static str {
     match message {
@@ -514,5 +598,50 @@ fn kind(message: &ServerMessage) -> &'static str {
         ServerMessage::Job(_) => "job",
         ServerMessage::Cancel { .. } => "cancel",
         ServerMessage::Ack { .. } => "ack",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rand::SeedableRng as _;
+    use rand::rngs::StdRng;
+
+    use super::*;
+
+    #[test]
+    fn a_retry_hint_is_spread_from_half_to_one_and_a_half_times_it() {
+        let mut rng = StdRng::seed_from_u64(3);
+        let hint = Duration::from_secs(30);
+        let waits: Vec<Duration> = (0..2000).map(|_| around_hint(hint, &mut rng)).collect();
+        let min = *waits.iter().min().unwrap();
+        let max = *waits.iter().max().unwrap();
+        assert!(
+            min >= Duration::from_secs(15) && min < Duration::from_secs(16),
+            "{min:?}"
+        );
+        assert!(
+            max <= Duration::from_secs(45) && max > Duration::from_secs(44),
+            "{max:?}"
+        );
+        let early = waits.iter().filter(|w| **w < hint).count();
+        assert!(
+            (800..1200).contains(&early),
+            "{early} of 2000 before the hint"
+        );
+    }
+
+    #[test]
+    fn a_long_hint_moves_at_most_a_minute_and_a_zero_hint_is_not_a_busy_loop() {
+        let mut rng = StdRng::seed_from_u64(5);
+        let hour = Duration::from_hours(1);
+        for _ in 0..500 {
+            let wait = around_hint(hour, &mut rng);
+            assert!(
+                wait >= Duration::from_mins(59) && wait <= Duration::from_mins(61),
+                "{wait:?}"
+            );
+            let wait = around_hint(Duration::ZERO, &mut rng);
+            assert!(wait >= Duration::from_millis(500), "{wait:?}");
+        }
     }
 }

@@ -14,7 +14,7 @@ use protocol::{JobResult, JobSpec, Outcome};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::runner::{Limits, Restic, RunContext, run_job};
+use crate::runner::{INSTALL_HINT, Limits, Restic, RunContext, run_job};
 use crate::settings::Settings;
 
 /// Something to tell the server while a job runs: the runner's events.
@@ -79,7 +79,7 @@ impl Executor for ResticExecutor {
                 return crate::state::synthetic_result(
                     &job.id,
                     Outcome::Failed,
-                    format!("restic cannot be run on this host: {e}"),
+                    format!("restic cannot be run on this host: {e}. {INSTALL_HINT}"),
                     now,
                     now,
                 );

@@ -255,7 +255,7 @@ impl<E: Executor> JobManager<E> {
         // The last log lines go out before the result.
         let _ = forwarder.await;
 
-        info!(outcome = %result.outcome, message = %result.message, "job ended");
+        log_ending(&result);
         let mut inner = self.lock();
         inner.running.remove(&id);
         finish_locked(&mut inner, result);
@@ -319,6 +319,22 @@ impl<E: Executor> JobManager<E> {
                 return self.running_ids();
             }
         }
+    }
+}
+
+/// One line per finished job, at the level its outcome calls for: error where an operator
+/// must act (the job did not do its work), warn for a snapshot with gaps or a lock the server
+/// clears itself, info for a success or a cancel someone asked for.
+fn log_ending(result: &JobResult) {
+    let (outcome, message) = (result.outcome, &result.message);
+    match outcome {
+        Outcome::Succeeded | Outcome::Cancelled => info!(%outcome, %message, "job ended"),
+        Outcome::Partial | Outcome::BlockedByLock => warn!(%outcome, %message, "job ended"),
+        Outcome::Failed
+        | Outcome::RepositoryMissing
+        | Outcome::WrongPassword
+        | Outcome::TimedOut
+        | Outcome::Refused => error!(%outcome, %message, "job ended"),
     }
 }
 

@@ -36,6 +36,16 @@ pub enum KeyError {
          public line); to replace it, remove the file first and commit the new agent-key"
     )]
     Exists { path: PathBuf },
+    #[error(
+        "{path} is a directory; --key takes the path of the key file to create, such as \
+         {path}/agent.key"
+    )]
+    ExistsAsDirectory { path: PathBuf },
+    #[error(
+        "the agent key {path} is a directory, not a key file; pass the path of the key file \
+         (`keygen` writes {DEFAULT_KEY_FILE} unless told otherwise)"
+    )]
+    IsDirectory { path: PathBuf },
     #[error("cannot create the directory {path} for the agent key: {source}")]
     CreateDir {
         path: PathBuf,
@@ -94,6 +104,9 @@ pub fn generate(path: &Path) -> Result<SigningKey, KeyError> {
         .mode(0o600)
         .open(path)
         .map_err(|source| match source.kind() {
+            std::io::ErrorKind::AlreadyExists if path.is_dir() => KeyError::ExistsAsDirectory {
+                path: path.to_owned(),
+            },
             std::io::ErrorKind::AlreadyExists => KeyError::Exists {
                 path: path.to_owned(),
             },
@@ -124,6 +137,11 @@ pub fn load(path: &Path) -> Result<SigningKey, KeyError> {
         source,
     };
     let metadata = std::fs::metadata(path).map_err(read_error)?;
+    if metadata.is_dir() {
+        return Err(KeyError::IsDirectory {
+            path: path.to_owned(),
+        });
+    }
     let mode = metadata.permissions().mode() & 0o7777;
     if mode & 0o077 != 0 {
         return Err(KeyError::Permissions {

@@ -2,9 +2,10 @@
 //! agent itself.
 //!
 //! stdout carries only data (the `agent-key` line); hints, logs and errors go to stderr. Exit
-//! codes: 0 done (or stopped by a signal), 1 the agent failed while running, 2 bad settings or
-//! key, 3 the server rejected the agent and said not to retry (an operator must act; the
-//! systemd unit does not restart on it).
+//! codes: 0 done (or stopped by a signal), 1 the agent failed while running, 2 bad settings,
+//! key, CA file or restic, or another agent on the same state directory (all found before
+//! connecting), 3 the server rejected the agent and said not to retry (an operator must act;
+//! the systemd unit does not restart on it).
 
 use std::io::IsTerminal as _;
 use std::path::PathBuf;
@@ -13,8 +14,10 @@ use std::sync::Arc;
 
 use agent::executor::ResticExecutor;
 use agent::key::{self, DEFAULT_KEY_FILE};
+use agent::runner::{INSTALL_HINT, Restic};
 use agent::service::{self, AgentError};
 use agent::settings::{self, RunArgs, Settings};
+use agent::state::StateError;
 use agent::tls;
 use clap::Parser as _;
 use tokio_util::sync::CancellationToken;
@@ -46,8 +49,8 @@ struct KeygenArgs {
     /// missing.
     #[arg(long, env = "RM_AGENT_KEY", value_name = "FILE", default_value = DEFAULT_KEY_FILE)]
     key: PathBuf,
-    /// The host name for the hint (the host's file is hosts/NAME.toml).
-    /// [default: the system's short hostname]
+    /// The host name for the hint (the host's file is hosts/NAME.toml); lowercase letters,
+    /// digits and `-`, as for `run --host`. [default: the system's short hostname]
     #[arg(long, env = "RM_AGENT_HOST", value_name = "NAME")]
     host: Option<String>,
 }
@@ -92,6 +95,15 @@ fn print_err(text: &str) {
 }
 
 fn keygen(args: &KeygenArgs) -> u8 {
+    // The same names `run` accepts, checked before a key is written for a name it would refuse.
+    if let Some(host) = &args.host
+        && let Err(message) = settings::check_host_name(host)
+    {
+        print_err(&format!(
+            "error: `host` from --host (or RM_AGENT_HOST): {message}"
+        ));
+        return 2;
+    }
     let host = args
         .host
         .clone()
@@ -144,6 +156,29 @@ fn run(args: RunArgs) -> u8 {
         }
     };
     tls::install_provider();
+    info!(
+        host = %settings.host,
+        server = %settings.server,
+        state_dir = %settings.state_dir.display(),
+        config = %settings.config_file.as_ref().map_or("none".into(), |p| p.display().to_string()),
+        "restic-manager-agent {} starting",
+        env!("CARGO_PKG_VERSION")
+    );
+    let executor = Arc::new(ResticExecutor::new(&settings));
+    let restic = settings.restic.clone();
+
+    // The lock comes before anything else touches the state directory; a second agent on it,
+    // or a CA file that cannot be used, is refused before dialling.
+    let prepared = match service::prepare(settings) {
+        Ok(prepared) => prepared,
+        Err(e) => {
+            print_err(&format!("error: {e}"));
+            return match e {
+                AgentError::State(StateError::Locked { .. }) | AgentError::Tls(_) => 2,
+                _ => 1,
+            };
+        }
+    };
 
     // One thread is plenty: the agent waits on a socket and on restic, and a small runtime
     // keeps its idle memory low.
@@ -158,18 +193,17 @@ fn run(args: RunArgs) -> u8 {
         }
     };
     runtime.block_on(async {
+        // Checked now rather than at the first job, which may be hours away.
+        match Restic::detect(&restic).await {
+            Ok(found) => info!(restic = found.version_line(), "restic found"),
+            Err(e) => {
+                print_err(&format!("error: {e}. {INSTALL_HINT}"));
+                return 2;
+            }
+        }
         let shutdown = CancellationToken::new();
         tokio::spawn(stop_on_signal(shutdown.clone()));
-        info!(
-            host = %settings.host,
-            server = %settings.server,
-            state_dir = %settings.state_dir.display(),
-            config = %settings.config_file.as_ref().map_or("none".into(), |p| p.display().to_string()),
-            "restic-manager-agent {} starting",
-            env!("CARGO_PKG_VERSION")
-        );
-        let executor = Arc::new(ResticExecutor::new(&settings));
-        match service::run(settings, key, executor, shutdown).await {
+        match service::serve(prepared, key, executor, shutdown).await {
             Ok(()) => {
                 info!("stopped");
                 0

@@ -1,6 +1,10 @@
 //! The running agent: the state directory, the job manager and the connection, started
 //! together and stopped in order.
 //!
+//! [`prepare`] does what must hold before the agent connects (the state directory's lock, the
+//! repair of what a crash left, the TLS settings), so the binary can refuse bad settings before
+//! dialling; [`serve`] runs it; [`run`] is both.
+//!
 //! Stopping (SIGTERM, or the server saying not to retry) cancels the running jobs and waits a
 //! grace period for them to end, so their results are stored (and sent, while connected)
 //! before the connection closes.
@@ -38,13 +42,17 @@ pub enum AgentError {
     Internal(String),
 }
 
-/// Runs the agent until `shutdown` is cancelled (then `Ok`) or the server rejects it for good.
-pub async fn run<E: Executor>(
+/// The agent, ready to connect: its state directory open and locked, its TLS set up.
+#[derive(Debug)]
+pub struct Prepared {
     settings: Settings,
-    key: SigningKey,
-    executor: Arc<E>,
-    shutdown: CancellationToken,
-) -> Result<(), AgentError> {
+    state: State,
+    tls: Option<Arc<rustls::ClientConfig>>,
+}
+
+/// Opens and locks the state directory (refusing at once when another agent holds it),
+/// repairs what a crash left, and reads the TLS settings.
+pub fn prepare(settings: Settings) -> Result<Prepared, AgentError> {
     let state = State::open(&settings.state_dir)?;
     let tls = if settings.server.is_tls() {
         Some(tls::client_config(settings.ca.as_deref())?)
@@ -58,6 +66,36 @@ pub async fn run<E: Executor>(
         }
         None
     };
+    Ok(Prepared {
+        settings,
+        state,
+        tls,
+    })
+}
+
+/// Runs the agent until `shutdown` is cancelled (then `Ok`) or the server rejects it for good.
+pub async fn run<E: Executor>(
+    settings: Settings,
+    key: SigningKey,
+    executor: Arc<E>,
+    shutdown: CancellationToken,
+) -> Result<(), AgentError> {
+    serve(prepare(settings)?, key, executor, shutdown).await
+}
+
+/// Runs a prepared agent until `shutdown` is cancelled (then `Ok`) or the server rejects it
+/// for good.
+pub async fn serve<E: Executor>(
+    prepared: Prepared,
+    key: SigningKey,
+    executor: Arc<E>,
+    shutdown: CancellationToken,
+) -> Result<(), AgentError> {
+    let Prepared {
+        settings,
+        state,
+        tls,
+    } = prepared;
     let manager = JobManager::new(settings.host.clone(), state, executor);
     let config = ConnectionConfig {
         server: settings.server,

@@ -133,6 +133,19 @@ impl ServerUrl {
         self.0.scheme() == "wss"
     }
 
+    /// `host:port` (the scheme's default port when the URL names none), for messages.
+    #[must_use]
+    pub fn authority(&self) -> String {
+        let port = self.0.port_or_known_default().unwrap_or_default();
+        format!("{}:{port}", self.host())
+    }
+
+    /// The URL's path, such as `/agent/v1`.
+    #[must_use]
+    pub fn path(&self) -> &str {
+        self.0.path()
+    }
+
     /// The host part, for TLS server names and messages.
     #[must_use]
     pub fn host(&self) -> &str {
@@ -219,14 +232,21 @@ impl Settings {
             message,
         })?;
 
+        let ca_origin = match (&cli.ca, &file.ca) {
+            (Some(_), _) => Origin::Cli {
+                flag: "--ca",
+                env: "RM_AGENT_CA",
+            },
+            _ => file_origin(),
+        };
         let ca = pick_path(cli.ca, file.ca);
         if ca.is_some() && !server.is_tls() {
             return Err(SettingsError::Invalid {
                 key: "ca",
-                origin: origin.to_string(),
+                origin: ca_origin.to_string(),
                 message: format!(
-                    "a CA file is given but the server URL `{server}` is ws://, which does not \
-                     use TLS; use wss://, or remove `ca`"
+                    "a CA file is given but `server` from {origin} is `{server}`, a ws:// URL, \
+                     which does not use TLS; use wss://, or remove `ca`"
                 ),
             });
         }
@@ -634,7 +654,22 @@ mod tests {
             "h",
         ]))
         .unwrap_err();
-        assert!(err.to_string().contains("does not use TLS"), "{err}");
+        assert_eq!(
+            err.to_string(),
+            "`ca` from --ca (or RM_AGENT_CA): a CA file is given but `server` from --server (or \
+             RM_AGENT_SERVER) is `ws://h/agent/v1`, a ws:// URL, which does not use TLS; use \
+             wss://, or remove `ca`"
+        );
+
+        let (_dir, path) = write_config("server = \"ws://h\"\nhost = \"h\"\nca = \"/ca.pem\"\n");
+        let err = Settings::resolve(args(&["--config", path.to_str().unwrap()])).unwrap_err();
+        let file = path.display();
+        assert!(
+            err.to_string().starts_with(&format!(
+                "`ca` from {file}: a CA file is given but `server` from {file} is `ws://h/agent/v1`"
+            )),
+            "{err}"
+        );
     }
 
     #[test]

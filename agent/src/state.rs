@@ -3,24 +3,30 @@
 //!
 //! ```text
 //! <state-dir>/            0700
+//!   agent.lock            held (flock) by the one agent using the directory; holds its pid
 //!   results/<job-id>.json one finished job's result, until the server acknowledges it
 //!   jobs.json             the record of job ids (see [`crate::ledger`])
 //!   work/                 0700, the runner's temporary files and restic's cache
 //! ```
 //!
+//! Opening the directory first takes an exclusive lock on `agent.lock`, held as long as the
+//! [`State`] lives (the kernel drops it with the process, however it ends): two agents on one
+//! directory would run the same job ids twice and mark each other's jobs as failed.
+//!
 //! Every file is written atomically (a temporary file in the same directory, fsync, rename,
 //! fsync of the directory), so after a crash or power loss a file is either the old version or
 //! the new one, never half of each. Opening the directory also repairs what a crash can leave
 //! behind: a job recorded as running whose result never came gets a "the agent stopped" result,
-//! and the record and the results directory are brought back in line.
+//! the record and the results directory are brought back in line, and the per-job directories
+//! under `work/` (each holding a repository password) that a killed agent left are removed.
 
-use std::fs::{DirBuilder, File};
-use std::io::Write as _;
-use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
+use std::fs::{DirBuilder, File, OpenOptions, TryLockError};
+use std::io::{Read as _, Seek as _, Write as _};
+use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 
 use protocol::{JobId, JobResult, Outcome};
-use tracing::{error, warn};
+use tracing::{error, info, warn};
 
 use crate::ledger::{Ledger, Lookup};
 
@@ -28,6 +34,12 @@ use crate::ledger::{Ledger, Lookup};
 /// allow up to 255 bytes; the server's ids (`<host>.<policy>.<kind>.<unix time>`) stay under
 /// 150.
 pub const MAX_JOB_ID_LEN: usize = 200;
+
+/// The lock file inside the state directory.
+pub const LOCK_FILE: &str = "agent.lock";
+
+/// The prefix of the runner's per-job directories under `work/`.
+pub const JOB_DIR_PREFIX: &str = "job-";
 
 /// Why the state directory cannot be used. Each message names the path.
 #[derive(Debug, thiserror::Error)]
@@ -60,6 +72,23 @@ pub enum StateError {
     CorruptLedger { path: PathBuf, reason: String },
     #[error("cannot encode the result of job {job_id}: {reason}")]
     Encode { job_id: JobId, reason: String },
+    #[error(
+        "another restic-manager-agent{holder} is running with the state directory {dir} (it \
+         holds {lock}); stop it first (`systemctl stop restic-manager-agent`), or give this \
+         agent a state directory of its own with --state-dir",
+        dir = dir.display(),
+        lock = dir.join(LOCK_FILE).display(),
+        holder = pid.map_or_else(String::new, |pid| format!(" (pid {pid})"))
+    )]
+    Locked { dir: PathBuf, pid: Option<u32> },
+    #[error(
+        "cannot lock {path}: {source}; the agent does not run without the lock, since a second \
+         agent on the same state directory would run jobs twice"
+    )]
+    Lock {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// Checks that a job id can be used as a file name: 1 to 200 of `[A-Za-z0-9._-]`, not
@@ -95,22 +124,28 @@ pub struct State {
     results: PathBuf,
     work: PathBuf,
     ledger: Ledger,
+    /// Holds the directory's lock for as long as the state is open.
+    _lock: File,
 }
 
 impl State {
-    /// Opens (creating when missing) the state directory and repairs what a crash left.
+    /// Opens (creating when missing) the state directory, takes its lock, and repairs what a
+    /// crash left. Fails with [`StateError::Locked`] at once when another agent holds it.
     pub fn open(root: &Path) -> Result<Self, StateError> {
         create_private_dir(root)?;
+        let lock = take_lock(root)?;
         let results = root.join("results");
         let work = work_dir(root);
         create_private_dir(&results)?;
         create_private_dir(&work)?;
+        remove_leftover_job_dirs(&work);
         let ledger = Ledger::load(&root.join("jobs.json"))?;
         let mut state = State {
             root: root.to_owned(),
             results,
             work,
             ledger,
+            _lock: lock,
         };
         state.recover()?;
         Ok(state)
@@ -301,6 +336,98 @@ impl State {
         );
         self.store_result(&result)?;
         Ok(result)
+    }
+}
+
+/// Takes the exclusive lock on `<root>/agent.lock` and writes this process's pid into it.
+fn take_lock(root: &Path) -> Result<File, StateError> {
+    let path = root.join(LOCK_FILE);
+    let lock_error = |source| StateError::Lock {
+        path: path.clone(),
+        source,
+    };
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(&path)
+        .map_err(lock_error)?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(TryLockError::WouldBlock) => {
+            return Err(StateError::Locked {
+                dir: root.to_owned(),
+                pid: read_pid(&mut file),
+            });
+        }
+        Err(TryLockError::Error(source)) => return Err(lock_error(source)),
+    }
+    // The pid is only for the message a second agent shows; the lock itself is what counts.
+    let write_pid = |file: &mut File| -> std::io::Result<()> {
+        file.set_len(0)?;
+        file.rewind()?;
+        writeln!(file, "{}", std::process::id())
+    };
+    if let Err(e) = write_pid(&mut file) {
+        warn!(path = %path.display(), error = %e, "cannot write the agent's pid into its lock file");
+    }
+    Ok(file)
+}
+
+/// The pid the lock's holder wrote into it, if it is readable.
+fn read_pid(file: &mut File) -> Option<u32> {
+    let mut text = String::new();
+    file.read_to_string(&mut text).ok()?;
+    text.trim().parse().ok()
+}
+
+/// Removes the per-job directories a killed agent left under `work/`. Each holds a copy of a
+/// repository password; none belongs to a running job, since this agent holds the lock and
+/// has not started any.
+fn remove_leftover_job_dirs(work: &Path) {
+    let entries = match std::fs::read_dir(work) {
+        Ok(entries) => entries,
+        Err(e) => {
+            error!(dir = %work.display(), error = %e, "cannot list the agent's work directory to remove leftover job directories");
+            return;
+        }
+    };
+    let mut removed = 0usize;
+    for entry in entries.flatten() {
+        if !entry
+            .file_name()
+            .to_string_lossy()
+            .starts_with(JOB_DIR_PREFIX)
+        {
+            continue;
+        }
+        let path = entry.path();
+        // A symlink is removed itself, never followed.
+        let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
+        let outcome = if is_dir {
+            std::fs::remove_dir_all(&path)
+        } else {
+            std::fs::remove_file(&path)
+        };
+        match outcome {
+            Ok(()) => removed += 1,
+            Err(e) => error!(
+                path = %path.display(),
+                error = %e,
+                "cannot remove a job directory left by an earlier run, which may hold a \
+                 repository password; remove it by hand"
+            ),
+        }
+    }
+    if removed > 0 {
+        info!(
+            removed,
+            dir = %work.display(),
+            "removed job directories left by an earlier run that stopped without cleaning up \
+             (they held repository passwords)"
+        );
     }
 }
 
@@ -513,5 +640,52 @@ mod tests {
             panic!("j-4 should be finished");
         };
         assert_eq!(entry.outcome, Some(Outcome::Partial));
+    }
+
+    #[test]
+    fn a_second_open_of_a_locked_directory_is_refused_with_the_holders_pid() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = State::open(dir.path()).unwrap();
+        let err = State::open(dir.path()).unwrap_err();
+        assert!(
+            matches!(err, StateError::Locked { pid: Some(pid), .. } if pid == std::process::id()),
+            "{err:?}"
+        );
+        let text = err.to_string();
+        let root = dir.path().display();
+        assert!(
+            text.starts_with(&format!(
+                "another restic-manager-agent (pid {}) is running with the state directory \
+                 {root} (it holds {root}/agent.lock); stop it first",
+                std::process::id()
+            )),
+            "{text}"
+        );
+
+        // The lock goes with the state that holds it.
+        drop(first);
+        State::open(dir.path()).unwrap();
+    }
+
+    #[test]
+    fn job_directories_left_by_a_killed_agent_are_removed_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let work = dir.path().join("work");
+        let leftover = work.join("job-x1Y2z3");
+        std::fs::create_dir_all(leftover.join("tmp")).unwrap();
+        std::fs::write(leftover.join("password"), "secret").unwrap();
+        std::fs::create_dir_all(work.join("cache/abc")).unwrap();
+        std::fs::write(work.join("cache/abc/data"), "cached").unwrap();
+
+        let state = State::open(dir.path()).unwrap();
+        assert!(
+            !leftover.exists(),
+            "the leftover job directory is still there"
+        );
+        assert!(
+            work.join("cache/abc/data").exists(),
+            "restic's cache must stay"
+        );
+        assert_eq!(state.work_dir(), work);
     }
 }

@@ -22,37 +22,13 @@ use protocol::{
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+#[path = "shared/restic.rs"]
+mod restic;
+
+use restic::restic_binaries;
+
 /// Every `run_job` in these tests must end within this.
 const JOB_TIMEOUT: Duration = Duration::from_mins(2);
-
-/// The restic binaries to test against: `RM_TEST_RESTIC_BINARIES` (colon-separated) when
-/// set, else `restic` on PATH plus `<workspace>/target/tools/restic-0.18/usr/bin/restic`.
-fn restic_binaries() -> Vec<PathBuf> {
-    let mut found = Vec::new();
-    if let Some(list) = std::env::var_os("RM_TEST_RESTIC_BINARIES") {
-        found.extend(std::env::split_paths(&list).filter(|p| !p.as_os_str().is_empty()));
-    } else {
-        if let Some(path) = std::env::var_os("PATH")
-            && let Some(restic) = std::env::split_paths(&path)
-                .map(|dir| dir.join("restic"))
-                .find(|p| p.is_file())
-        {
-            found.push(restic);
-        }
-        let tools = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../target/tools/restic-0.18/usr/bin/restic");
-        if tools.is_file() {
-            found.push(tools);
-        }
-    }
-    assert!(
-        !found.is_empty(),
-        "no restic binary found for the runner tests: install restic 0.14 or newer (Debian: \
-         `apt-get install restic`), run `.ci/install-restic-0.18` for restic 0.18, or set \
-         RM_TEST_RESTIC_BINARIES to a colon-separated list of restic binaries"
-    );
-    found
-}
 
 /// Each binary with its detected version.
 async fn restics() -> Vec<(PathBuf, Restic)> {
@@ -305,8 +281,7 @@ async fn detection_refuses_old_unknown_and_missing_binaries() {
     assert_eq!(
         err.to_string(),
         format!(
-            "{} is restic 0.13.1, older than the oldest supported restic 0.14.0; install restic \
-             0.14.0 or newer",
+            "{} is restic 0.13.1, older than the oldest supported restic 0.14.0",
             old.display()
         )
     );
@@ -318,8 +293,8 @@ async fn detection_refuses_old_unknown_and_missing_binaries() {
     assert_eq!(
         err.to_string(),
         format!(
-            "cannot read a restic version in the output of `{} version`: \"rustic 0.9.0\"; is \
-             it restic?",
+            "`{0} version` printed \"rustic 0.9.0\", not restic's version line (`restic 0.18.0 \
+             compiled with …`), so {0} does not look like restic",
             other.display()
         )
     );
@@ -793,10 +768,15 @@ async fn a_stale_lock_blocks_until_an_unlock_job_clears_it() {
             "{}",
             blocked.message
         );
-        assert!(blocked.message.ends_with(
-            "If that process no longer runs, the lock is stale: run an unlock job for the \
-             repository"
-        ));
+        assert!(
+            blocked.message.ends_with(
+                "If that process no longer runs, the lock is stale: after this result the \
+                 server queues an unlock job for this host, which removes stale locks, and the \
+                 job's next run can go ahead"
+            ),
+            "{}",
+            blocked.message
+        );
         let events = drain(&mut rx);
         assert!(
             logs(&events, LogStream::Agent)
@@ -1295,11 +1275,16 @@ struct Scan {
     password_files: Vec<PathBuf>,
 }
 
-fn scan_proc(restic_binary: &Path, secrets: &[String], scan: &mut Scan) {
+/// One scan of `/proc`. Every process's command line is searched for `secrets`; how restic was
+/// started (its process group, stdin, environment, password file) is checked only for this
+/// test's own restic: a child of this process whose cache is under `work_dir`. Other tests of
+/// this binary, another agent or a cron job on the host may run restic at the same time.
+fn scan_proc(restic_binary: &Path, work_dir: &Path, secrets: &[String], scan: &mut Scan) {
     scan.rounds += 1;
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return;
     };
+    let own_pid = std::process::id().to_string();
     for entry in dir.flatten() {
         let name = entry.file_name();
         if !name.to_string_lossy().bytes().all(|b| b.is_ascii_digit()) {
@@ -1324,16 +1309,40 @@ fn scan_proc(restic_binary: &Path, secrets: &[String], scan: &mut Scan) {
         if argv0 != restic_binary.as_os_str().as_encoded_bytes() {
             continue;
         }
+        // After the command name in parentheses: state, ppid, process group, …
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        let fields: Vec<&str> = stat
+            .rsplit_once(") ")
+            .map_or(vec![], |(_, rest)| rest.split(' ').collect());
+        if fields.get(1).copied() != Some(own_pid.as_str()) {
+            continue;
+        }
+        let Ok(environ) = std::fs::read(entry.path().join("environ")) else {
+            continue;
+        };
+        let vars: Vec<(String, String)> = environ
+            .split(|&b| b == 0)
+            .filter(|v| !v.is_empty())
+            .map(|var| {
+                let var = String::from_utf8_lossy(var);
+                let (key, value) = var.split_once('=').unwrap_or((&var, ""));
+                (key.to_owned(), value.to_owned())
+            })
+            .collect();
+        let ours = vars.iter().any(|(key, value)| {
+            key == "RESTIC_CACHE_DIR" && Path::new(value).starts_with(work_dir)
+        });
+        if !ours {
+            continue;
+        }
+
         scan.restic_seen += 1;
         // Its own process group, and stdin on /dev/null.
-        if let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) {
-            let fields: Vec<&str> = stat
-                .rsplit_once(") ")
-                .map_or(vec![], |(_, rest)| rest.split(' ').collect());
-            if fields.get(2).copied() != Some(name.to_string_lossy().as_ref()) {
-                scan.wrong_setup
-                    .push(format!("process group of restic: {stat}"));
-            }
+        if fields.get(2).copied() != Some(name.to_string_lossy().as_ref()) {
+            scan.wrong_setup
+                .push(format!("process group of restic: {stat}"));
         }
         if let Ok(stdin) = std::fs::read_link(entry.path().join("fd/0"))
             && stdin != Path::new("/dev/null")
@@ -1341,20 +1350,16 @@ fn scan_proc(restic_binary: &Path, secrets: &[String], scan: &mut Scan) {
             scan.wrong_setup
                 .push(format!("stdin of restic: {}", stdin.display()));
         }
-        if let Ok(environ) = std::fs::read(entry.path().join("environ")) {
-            let mut names = Vec::new();
-            for var in environ.split(|&b| b == 0).filter(|v| !v.is_empty()) {
-                let var = String::from_utf8_lossy(var);
-                let (key, value) = var.split_once('=').unwrap_or((&var, ""));
-                names.push(key.to_owned());
-                if key == "RESTIC_PASSWORD_FILE" {
-                    scan.password_files.push(PathBuf::from(value));
-                }
+        let mut names = Vec::new();
+        for (key, value) in vars {
+            if key == "RESTIC_PASSWORD_FILE" {
+                scan.password_files.push(PathBuf::from(value));
             }
-            names.sort();
-            if !scan.restic_env_names.contains(&names) {
-                scan.restic_env_names.push(names);
-            }
+            names.push(key);
+        }
+        names.sort();
+        if !scan.restic_env_names.contains(&names) {
+            scan.restic_env_names.push(names);
         }
     }
 }
@@ -1394,11 +1399,12 @@ async fn no_secret_shows_on_any_command_line_while_a_backup_runs() {
         let scanner = {
             let stop = Arc::clone(&stop);
             let binary = binary.clone();
+            let work_dir = ctx.work_dir.clone();
             std::thread::spawn(move || {
                 let mut scan = Scan::default();
                 let mut checked_files = Vec::new();
                 while !stop.load(Ordering::Relaxed) {
-                    scan_proc(&binary, &secrets, &mut scan);
+                    scan_proc(&binary, &work_dir, &secrets, &mut scan);
                     for file in &scan.password_files {
                         if checked_files.contains(file) {
                             continue;
@@ -1442,8 +1448,26 @@ async fn no_secret_shows_on_any_command_line_while_a_backup_runs() {
             "the password file was never seen"
         );
         for file in &scan.password_files {
+            assert!(
+                file.starts_with(&ctx.work_dir),
+                "{} is outside the job's work directory",
+                file.display()
+            );
             assert!(!file.exists(), "{} outlived the job", file.display());
         }
+        let left: Vec<PathBuf> = std::fs::read_dir(&ctx.work_dir)
+            .unwrap()
+            .flatten()
+            .map(|entry| entry.path())
+            .filter(|path| {
+                path.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with("job-"))
+            })
+            .collect();
+        assert!(
+            left.is_empty(),
+            "job directories outlived the job: {left:?}"
+        );
         let mut expected = vec![
             "HOME",
             "LANG",

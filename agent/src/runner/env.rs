@@ -128,7 +128,7 @@ impl JobDir {
         private.create(cache_dir(work_dir)).map_err(work_err)?;
 
         let dir = tempfile::Builder::new()
-            .prefix("job-")
+            .prefix(crate::state::JOB_DIR_PREFIX)
             .permissions(fs::Permissions::from_mode(0o700))
             .tempdir_in(work_dir)
             .map_err(work_err)?;

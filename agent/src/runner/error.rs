@@ -3,14 +3,16 @@
 
 use std::path::PathBuf;
 
+/// What to do when restic cannot be used, for the messages that report it.
+pub const INSTALL_HINT: &str = "The agent needs restic 0.14.0 or newer: install it (Debian and \
+    Ubuntu: `apt-get install restic`; elsewhere a release binary from \
+    https://github.com/restic/restic/releases), or point the agent's `restic` setting (--restic, \
+    RM_AGENT_RESTIC, or `restic` in its settings file) at the binary";
+
 /// Why restic could not be detected, or why a job could not be prepared or run.
 #[derive(Debug, thiserror::Error)]
 pub enum RunnerError {
-    #[error(
-        "cannot run `{} version`: {source}; install restic 0.14.0 or newer, or point the agent \
-         at its binary",
-        binary.display()
-    )]
+    #[error("cannot run `{} version`: {source}", binary.display())]
     Spawn {
         binary: PathBuf,
         #[source]
@@ -25,13 +27,13 @@ pub enum RunnerError {
         output: String,
     },
     #[error(
-        "cannot read a restic version in the output of `{} version`: {output:?}; is it restic?",
-        binary.display()
+        "`{bin} version` printed {output:?}, not restic's version line (`restic 0.18.0 compiled \
+         with …`), so {bin} does not look like restic",
+        bin = binary.display()
     )]
     UnrecognisedVersion { binary: PathBuf, output: String },
     #[error(
-        "{} is restic {found}, older than the oldest supported restic 0.14.0; install restic \
-         0.14.0 or newer",
+        "{} is restic {found}, older than the oldest supported restic 0.14.0",
         binary.display()
     )]
     TooOld { binary: PathBuf, found: String },

@@ -32,9 +32,9 @@ use protocol::{BackupSummary, JobKind, JobResult, JobSpec, LogStream, Outcome, S
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::{Instrument as _, debug, info, info_span, warn};
+use tracing::{Instrument as _, debug, info_span, warn};
 
-pub use error::RunnerError;
+pub use error::{INSTALL_HINT, RunnerError};
 pub use version::Restic;
 
 use args::Command;
@@ -109,14 +109,10 @@ pub async fn run_job(ctx: &RunContext, job: &JobSpec) -> JobResult {
     async {
         let started_at = jiff::Timestamp::now();
         let mut run = Run::new(ctx, job);
-        info!(restic = ctx.restic.version_line(), "job started");
+        // The job manager logs the job's start and end at the level its outcome calls for.
+        debug!(restic = ctx.restic.version_line(), "running the job");
         let finish = run.execute().await;
-        match finish.outcome {
-            Outcome::Succeeded | Outcome::Partial => {
-                info!(outcome = %finish.outcome, message = %finish.message, "job finished");
-            }
-            _ => warn!(outcome = %finish.outcome, message = %finish.message, "job did not succeed"),
-        }
+        debug!(outcome = %finish.outcome, message = %finish.message, "the job's run ended");
         run.result(finish, started_at)
     }
     .instrument(span)
@@ -763,8 +759,9 @@ impl<'a> Run<'a> {
                     Outcome::BlockedByLock,
                     format!(
                         "restic {name} could not lock repository `{repo}`: it is {holder}; \
-                         {waited}. If that process no longer runs, the lock is stale: run an \
-                         unlock job for the repository"
+                         {waited}. If that process no longer runs, the lock is stale: after this \
+                         result the server queues an unlock job for this host, which removes \
+                         stale locks, and the job's next run can go ahead"
                     ),
                 )
             }

@@ -1,13 +1,13 @@
-//! A server that misbehaves: frames over the limit, frames that are not the protocol, and a
-//! server that stops answering.
+//! A server that misbehaves: frames over the limit, frames that are not the protocol, a
+//! server that stops answering, and something that is not a restic-manager server at all.
 
 use std::time::{Duration, Instant};
 
 use protocol::{AgentMessage, MAX_FRAME_BYTES, ServerMessage};
 
 use crate::support::{
-    HOST, InProcessAgent, Incoming, TestExecutor, TestServer, Workspace, job, settings, spawn_run,
-    test_timing,
+    HOST, InProcessAgent, Incoming, TestExecutor, TestServer, Workspace, job, raw_server, settings,
+    spawn_run, test_timing,
 };
 
 #[tokio::test]
@@ -109,4 +109,63 @@ async fn a_server_that_stops_answering_is_taken_for_dead_and_dialled_again() {
     );
     assert_eq!(again.handshake().await.host, HOST);
     agent.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn wss_to_a_plain_http_port_says_that_port_does_not_speak_tls() {
+    let addr = raw_server("HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n").await;
+    let workspace = Workspace::new();
+    let mut agent = spawn_run(&workspace.run_args(&format!("wss://{addr}")), &[]);
+    let line = agent
+        .wait_for_line(&["not connected to the server", "InvalidContentType"])
+        .await;
+    assert!(
+        line.contains(&format!(
+            "what {addr} answered is not TLS: is it a restic-manager server? For wss:// the port \
+             must speak TLS (a reverse proxy in front of the server); the server's own port \
+             speaks plain HTTP and is reached with ws://"
+        )),
+        "{line}"
+    );
+    agent.kill().await;
+}
+
+#[tokio::test]
+async fn a_web_server_that_is_not_restic_manager_is_named_as_such() {
+    let workspace = Workspace::new();
+
+    // An old HTTP/1.0 server on the URL.
+    let addr = raw_server("HTTP/1.0 200 OK\r\nContent-Type: text/html\r\n\r\n<html></html>").await;
+    let mut agent = spawn_run(&workspace.run_args(&format!("ws://{addr}")), &[]);
+    let line = agent
+        .wait_for_line(&[
+            "not connected to the server",
+            "HTTP version must be 1.1 or higher",
+        ])
+        .await;
+    assert!(
+        line.contains(&format!(
+            "{addr} does not answer like a restic-manager server: check that the URL names the \
+             server (or a reverse proxy that passes WebSocket upgrades on to it) and that its \
+             path is the server's agent endpoint, /agent/v1; if that port speaks TLS (a reverse \
+             proxy), use wss://"
+        )),
+        "{line}"
+    );
+    agent.kill().await;
+
+    // A web server without the path.
+    let addr = raw_server("HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n").await;
+    let mut agent = spawn_run(&workspace.run_args(&format!("ws://{addr}/agents")), &[]);
+    let line = agent
+        .wait_for_line(&["not connected to the server", "404 Not Found"])
+        .await;
+    assert!(
+        line.contains(&format!(
+            "{addr} has no WebSocket endpoint at /agents: the URL's path should be the server's \
+             agent endpoint, /agent/v1 (the default when the URL has no path)"
+        )),
+        "{line}"
+    );
+    agent.kill().await;
 }

@@ -58,6 +58,15 @@ async fn a_challenge_from_another_server_than_the_pinned_one_is_not_signed() {
     let mut again = server.accept().await;
     again.hello().await;
     agent.kill().await;
+
+    // One line per refused challenge, not an error and a warning.
+    let log = agent.log_to_end().await;
+    let about_it: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("challenge") || l.contains("not connected"))
+        .collect();
+    assert_eq!(about_it.len(), 1, "{about_it:#?}");
+    assert!(about_it[0].contains("retry_in="), "{}", about_it[0]);
 }
 
 #[tokio::test]
@@ -138,11 +147,18 @@ async fn an_unknown_key_is_logged_with_the_snippet_and_retried_after_the_hint() 
         .await;
     assert!(line.contains("ERROR"), "{line}");
 
+    // About as long as the server asked: between half of it and one and a half times it.
+    let line = agent
+        .wait_for_line(&[
+            "dialling again about as long as the server asked",
+            "server_asked=1s",
+        ])
+        .await;
     let mut again = server.accept().await;
     let waited = rejected_at.elapsed();
     assert!(
-        waited >= Duration::from_millis(950),
-        "retried after {waited:?}, before the hint"
+        waited >= Duration::from_millis(450),
+        "retried after {waited:?}, well before the hint; {line}"
     );
     assert_eq!(again.hello().await.public_key, hello.public_key);
     agent.kill().await;

@@ -334,3 +334,51 @@ async fn a_stored_result_survives_a_killed_agent_process() {
     .await;
     agent.kill().await;
 }
+
+#[tokio::test]
+async fn a_job_that_did_not_do_its_work_is_logged_as_an_error_and_a_success_as_info() {
+    let mut server = TestServer::start().await;
+    let workspace = Workspace::new();
+    let mut agent = spawn_run(&workspace.run_args(&server.url()), &[]);
+    let mut conn = server.accept().await;
+    conn.handshake().await;
+
+    // A real restic, a repository that does not exist.
+    conn.send(&ServerMessage::Job(Box::new(job("j-missing", HOST))));
+    let (missing, _) = conn.recv_result().await;
+    assert_eq!(
+        missing.outcome,
+        Outcome::RepositoryMissing,
+        "{}",
+        missing.message
+    );
+    let line = agent
+        .wait_for_line(&["job ended", "j-missing", "outcome=repository-missing"])
+        .await;
+    assert!(line.contains("ERROR"), "{line}");
+
+    // Hooks, which this agent's (empty) settings file does not allow.
+    let mut hooked = job("j-hooks", HOST);
+    hooked.hooks.before = vec![vec!["/bin/true".to_owned()]];
+    conn.send(&ServerMessage::Job(Box::new(hooked)));
+    let (refused, _) = conn.recv_result().await;
+    assert_eq!(refused.outcome, Outcome::Refused, "{}", refused.message);
+    let line = agent
+        .wait_for_line(&["job ended", "j-hooks", "outcome=refused"])
+        .await;
+    assert!(line.contains("ERROR"), "{line}");
+
+    // A repository created by an init job.
+    let mut init = job("j-init", HOST);
+    init.kind = protocol::JobKind::Init;
+    init.backup = None;
+    init.repository.url = workspace.path("repo");
+    conn.send(&ServerMessage::Job(Box::new(init)));
+    let (created, _) = conn.recv_result().await;
+    assert_eq!(created.outcome, Outcome::Succeeded, "{}", created.message);
+    let line = agent
+        .wait_for_line(&["job ended", "j-init", "outcome=succeeded"])
+        .await;
+    assert!(line.contains("INFO"), "{line}");
+    agent.kill().await;
+}

@@ -108,3 +108,66 @@ async fn a_malformed_key_file_is_named() {
         "{stderr}"
     );
 }
+
+#[tokio::test]
+async fn keygen_refuses_a_host_name_that_run_would_refuse() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("agent.key");
+    let (code, stdout, stderr) = output(&[
+        "keygen",
+        "--key",
+        key.to_str().unwrap(),
+        "--host",
+        "Bad Host",
+    ])
+    .await;
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stdout.is_empty(), "{stdout}");
+    assert!(
+        stderr.starts_with(
+            "error: `host` from --host (or RM_AGENT_HOST): `Bad Host` is not a host name of the \
+             config repository"
+        ),
+        "{stderr}"
+    );
+    assert!(!key.exists(), "a key was written for a name run refuses");
+}
+
+#[tokio::test]
+async fn a_directory_given_as_the_key_is_named_as_a_directory() {
+    let workspace = Workspace::new();
+    let dir = workspace.dir.path().to_str().unwrap().to_owned();
+
+    let (code, stdout, stderr) = output(&["keygen", "--key", &dir]).await;
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stdout.is_empty(), "{stdout}");
+    assert_eq!(
+        stderr.trim_end(),
+        format!(
+            "error: {dir} is a directory; --key takes the path of the key file to create, such \
+             as {dir}/agent.key"
+        )
+    );
+
+    let (code, _, stderr) = output(&["pubkey", "--key", &dir]).await;
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "error: the agent key {dir} is a directory, not a key file; pass the path of the key \
+             file"
+        )),
+        "{stderr}"
+    );
+
+    let mut args = workspace.run_args("ws://127.0.0.1:9");
+    let at = args.iter().position(|a| a == "--key").unwrap();
+    args[at + 1].clone_from(&dir);
+    let mut process = spawn_run(&args, &[]);
+    assert_eq!(process.wait_exit().await, Some(2));
+    let line = process
+        .wait_for_line(&[&format!(
+            "the agent key {dir} is a directory, not a key file"
+        )])
+        .await;
+    assert!(!line.contains("keygen --key"), "{line}");
+}

@@ -6,6 +6,9 @@ mod faults;
 mod handshake;
 mod jobs;
 mod keys;
+#[path = "../shared/restic.rs"]
+mod restic;
 mod settings;
+mod startup;
 mod support;
 mod tls;

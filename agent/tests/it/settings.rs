@@ -1,6 +1,6 @@
 //! The agent's settings through the real binary: the file, the environment and the flags.
 
-use crate::support::{TestServer, Workspace, run_to_end, spawn_binary};
+use crate::support::{TestServer, Workspace, restic_binary, run_to_end, spawn_binary};
 
 #[tokio::test]
 async fn an_unknown_key_in_the_agent_file_names_the_file_and_line() {
@@ -58,12 +58,15 @@ async fn the_environment_wins_over_the_file_and_a_flag_over_both() {
     )
     .unwrap();
     let url = server.url();
+    let restic = restic_binary();
+    let restic = restic.to_str().unwrap();
     let mut agent = spawn_binary(
         &["run", "--host", "from-flag"],
         &[
             ("RM_AGENT_CONFIG", &config),
             ("RM_AGENT_SERVER", &url),
             ("RM_AGENT_HOST", "from-env"),
+            ("RM_AGENT_RESTIC", restic),
         ],
     );
     let mut conn = server.accept().await;
@@ -76,6 +79,7 @@ async fn the_environment_wins_over_the_file_and_a_flag_over_both() {
             ("RM_AGENT_CONFIG", &config),
             ("RM_AGENT_SERVER", &url),
             ("RM_AGENT_HOST", "from-env"),
+            ("RM_AGENT_RESTIC", restic),
         ],
     );
     let mut conn = server.accept().await;

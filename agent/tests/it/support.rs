@@ -117,6 +117,25 @@ impl TestServer {
     }
 }
 
+/// A TCP server on 127.0.0.1 that is no restic-manager server: it answers every connection
+/// with `response` once the client has sent something, then closes it.
+pub async fn raw_server(response: &'static str) -> SocketAddr {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut request = [0u8; 4096];
+                let _ = tcp.read(&mut request).await;
+                let _ = tcp.write_all(response.as_bytes()).await;
+                let _ = tcp.shutdown().await;
+            });
+        }
+    });
+    addr
+}
+
 /// Any byte stream a WebSocket can run over.
 pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
@@ -600,6 +619,16 @@ impl AgentProcess {
         status.code()
     }
 
+    /// Everything the process wrote to stderr, once it has exited and its stderr is read to
+    /// the end.
+    pub async fn log_to_end(&mut self) -> String {
+        within("the agent's stderr to end", async {
+            while self.lines.recv().await.is_some() {}
+        })
+        .await;
+        self.stderr_text()
+    }
+
     pub fn stderr_text(&self) -> String {
         self.log.lock().unwrap().join("\n")
     }
@@ -627,10 +656,12 @@ impl Workspace {
         self.dir.path().join(name).to_str().unwrap().to_owned()
     }
 
-    /// `run` arguments for a server URL, with short backoff.
+    /// `run` arguments for a server URL, with short backoff and a real restic.
     pub fn run_args(&self, url: &str) -> Vec<String> {
         vec![
             "run".into(),
+            "--restic".into(),
+            restic_binary().to_str().unwrap().to_owned(),
             "--config".into(),
             self.path("agent.toml"),
             "--server".into(),
@@ -647,6 +678,12 @@ impl Workspace {
             "300".into(),
         ]
     }
+}
+
+/// A real restic for the agents these tests start (which check it before connecting): the
+/// first of the binaries the tests find.
+pub fn restic_binary() -> PathBuf {
+    crate::restic::restic_binaries().remove(0)
 }
 
 /// Spawns the binary with `args` given as owned strings.
