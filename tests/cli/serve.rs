@@ -490,6 +490,7 @@ fn an_unreachable_remote_at_start_is_reported_and_the_server_keeps_running() {
 #[test]
 fn a_data_directory_that_cannot_be_written_is_a_clear_error_at_start() {
     let dir = tempfile::tempdir().expect("temp dir");
+    let repo = example_work_tree(dir.path());
     let file = dir.path().join("not-a-dir");
     std::fs::write(&file, "x").expect("write");
     let out = crate::common::run(
@@ -497,7 +498,7 @@ fn a_data_directory_that_cannot_be_written_is_a_clear_error_at_start() {
             .args([
                 "serve",
                 "--repository",
-                "/nonexistent",
+                repo.to_str().expect("utf-8"),
                 "--listen",
                 "127.0.0.1:0",
             ])
@@ -508,30 +509,6 @@ fn a_data_directory_that_cannot_be_written_is_a_clear_error_at_start() {
     );
     assert_eq!(out.code, 2, "{}", out.stderr);
     assert!(out.stderr.contains("not-a-dir"), "{}", out.stderr);
-}
-
-#[test]
-fn a_missing_identity_says_how_to_create_one() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let out = crate::common::run(
-        restic_manager()
-            .args([
-                "serve",
-                "--repository",
-                "/nonexistent",
-                "--listen",
-                "127.0.0.1:0",
-            ])
-            .arg("--data-dir")
-            .arg(dir.path().join("data")),
-    );
-    assert_eq!(out.code, 2, "{}", out.stderr);
-    assert!(
-        out.stderr.contains("restic-manager keygen"),
-        "{}",
-        out.stderr
-    );
-    assert!(out.stderr.contains("identity.txt"), "{}", out.stderr);
 }
 
 /// Runs the server until it has applied the example and stops it; returns the data dir.
@@ -599,6 +576,7 @@ fn audit_verify_passes_an_intact_log_and_names_the_first_tampered_entry() {
 #[test]
 fn a_corrupt_state_database_is_a_clear_error_at_start_and_is_left_alone() {
     let dir = tempfile::tempdir().expect("temp dir");
+    let repo = example_work_tree(dir.path());
     let data = dir.path().join("data");
     std::fs::create_dir_all(&data).expect("mkdir");
     let junk = b"SQLite format 3\0 but then nothing sensible".repeat(200);
@@ -608,7 +586,7 @@ fn a_corrupt_state_database_is_a_clear_error_at_start_and_is_left_alone() {
             .args([
                 "serve",
                 "--repository",
-                "/nonexistent",
+                repo.to_str().expect("utf-8"),
                 "--listen",
                 "127.0.0.1:0",
             ])
@@ -646,7 +624,7 @@ fn a_read_only_data_directory_is_a_clear_error_at_start_with_no_partial_write() 
     .args([
         "serve",
         "--repository",
-        "/nonexistent",
+        dir.path().join("config").to_str().expect("utf-8"),
         "--listen",
         "127.0.0.1:0",
     ])

@@ -96,10 +96,13 @@ fn read_config(server: &Server, repo: &std::path::Path, commit: &str) -> Result<
     let mut loaded = crate::config::load(&files);
     if loaded.config.is_some() {
         // A sealed value the server cannot open would fail every job that needs it: the
-        // revision is refused instead, with the file and key named.
-        if let Err(e) = crate::secrets::check_openable(&server.settings.identity, &mut loaded) {
-            return Err(format!("{e:#}"));
-        }
+        // revision is refused instead, with the file and key named. The identity read at
+        // start is used, so its file is not read (nor warned about) again per revision.
+        crate::secrets::check_openable_with(
+            &server.identity,
+            &server.settings.identity,
+            &mut loaded,
+        );
     }
     match loaded.config {
         Some(config) if !loaded.diagnostics.has_errors() => Ok(config),
