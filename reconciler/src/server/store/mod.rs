@@ -62,6 +62,12 @@ pub enum StoreError {
     )]
     Missing { path: PathBuf },
     #[error(
+        "the state database {} is {kind}, not a file; move it aside (the server creates \
+         {DB_FILE} itself) or point --data-dir at the right directory",
+        path.display()
+    )]
+    NotAFile { path: PathBuf, kind: &'static str },
+    #[error(
         "the state database {} is damaged or not a restic-manager database: {reason}; move it \
          aside and restore the last backup of the data directory (nothing was written to it)",
         path.display()
@@ -99,6 +105,7 @@ impl Store {
     pub fn open(data_dir: &Path) -> Result<Self, StoreError> {
         prepare_dir(data_dir)?;
         let path = data_dir.join(DB_FILE);
+        check_is_file(&path)?;
         let new = !path.exists();
         let conn = Connection::open(&path).map_err(|e| StoreError::Open {
             path: path.clone(),
@@ -117,6 +124,7 @@ impl Store {
     /// running server.
     pub fn open_read_only(data_dir: &Path) -> Result<Self, StoreError> {
         let path = data_dir.join(DB_FILE);
+        check_is_file(&path)?;
         if !path.is_file() {
             return Err(StoreError::Missing { path });
         }
@@ -387,6 +395,26 @@ fn prepare_dir(data_dir: &Path) -> Result<(), StoreError> {
             })?;
     }
     Ok(())
+}
+
+/// Refuses a `state.db` that exists but is a directory or another kind of non-file, which
+/// `SQLite` would only report as "unable to open". A missing one is fine here.
+fn check_is_file(path: &Path) -> Result<(), StoreError> {
+    let Ok(meta) = std::fs::metadata(path) else {
+        return Ok(());
+    };
+    if meta.is_file() {
+        return Ok(());
+    }
+    let kind = if meta.is_dir() {
+        "a directory"
+    } else {
+        "not a regular file"
+    };
+    Err(StoreError::NotAFile {
+        path: path.to_owned(),
+        kind,
+    })
 }
 
 /// A file that is not a database, or a damaged one, is refused before anything writes to it.

@@ -113,6 +113,27 @@ fn a_file_that_is_not_a_database_is_a_clear_error_and_is_not_modified() {
 }
 
 #[test]
+fn a_state_database_that_is_a_directory_is_named_as_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(DB_FILE);
+    std::fs::create_dir(&path).unwrap();
+    let expected = format!(
+        "the state database {} is a directory, not a file; move it aside (the server creates \
+         state.db itself) or point --data-dir at the right directory",
+        path.display()
+    );
+
+    let Err(err) = Store::open(dir.path()) else {
+        panic!("a directory must be refused")
+    };
+    assert_eq!(err.to_string(), expected);
+    let Err(err) = Store::open_read_only(dir.path()) else {
+        panic!("a directory must be refused")
+    };
+    assert_eq!(err.to_string(), expected);
+}
+
+#[test]
 fn someone_elses_database_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join(DB_FILE);
