@@ -13,7 +13,7 @@ mod validate;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
 
 /// `GitOps` control plane for restic backups.
 #[derive(Debug, Parser)]
@@ -53,8 +53,14 @@ pub enum Format {
 /// Parses the command line, runs the subcommand and returns its exit code.
 #[must_use]
 pub fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
-        Ok(cli) => cli,
+    // The matches are kept: `serve` names the environment variable, not the flag, in an
+    // error about a value that came from the environment.
+    let parsed = Cli::command()
+        .try_get_matches()
+        .and_then(|matches| Cli::from_arg_matches(&matches).map(|cli| (cli, matches)))
+        .map_err(|e| e.format(&mut Cli::command()));
+    let (cli, matches) = match parsed {
+        Ok(parsed) => parsed,
         Err(e) => {
             let code = if e.use_stderr() { 2 } else { 0 };
             let _ = e.print();
@@ -73,7 +79,7 @@ pub fn main() -> ExitCode {
         Command::Plan(args) => plan::run(&args),
         Command::Keygen(args) => keys::keygen(&args),
         Command::Seal(args) => keys::seal(&args),
-        Command::Serve(args) => serve::run(args),
+        Command::Serve(args) => serve::run(args, matches.subcommand_matches("serve")),
         Command::Audit(args) => audit::run(&args),
         Command::Demo(args) => demo::run(args),
     };
