@@ -227,6 +227,61 @@ fn post_hook(addr: &str, body: &str, headers: &[(&str, String)]) -> u16 {
         .unwrap_or_else(|| panic!("no status line in {response:?}"))
 }
 
+/// Sends only the head of a `POST /hooks/git` announcing a `length`-byte body; returns the
+/// status code the server answers before any of the body arrives.
+fn post_hook_head(addr: &str, length: u64) -> u16 {
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let head = format!(
+        "POST /hooks/git HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+         Content-Length: {length}\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).expect("send");
+    let mut response = [0_u8; 64];
+    let read = stream.read(&mut response).expect("an answer");
+    let response = String::from_utf8_lossy(&response[..read]).into_owned();
+    response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {response:?}"))
+}
+
+/// Sends SIGTERM and waits up to `timeout` for the server to exit; returns how long it took.
+pub fn terminate(server: &mut ServerProcess, timeout: Duration) -> Duration {
+    let started = Instant::now();
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &server.child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success(), "kill -TERM failed");
+    let exited = wait_for(timeout, || server.child.try_wait().expect("status"));
+    let status = exited.unwrap_or_else(|| {
+        panic!(
+            "the server did not exit within {timeout:?} of SIGTERM:\n{}",
+            server.log()
+        )
+    });
+    assert!(status.success(), "{status}:\n{}", server.log());
+    started.elapsed()
+}
+
+/// The details of the `webhook-refused` audit entries, oldest first.
+fn refusals_audited(data: &Path) -> Vec<String> {
+    let Some(db) = state(data) else {
+        return Vec::new();
+    };
+    let mut stmt = db
+        .prepare("SELECT detail FROM audit WHERE action = 'webhook-refused' ORDER BY seq")
+        .expect("query");
+    stmt.query_map([], |row| row.get(0))
+        .expect("rows")
+        .collect::<Result<_, _>>()
+        .expect("details")
+}
+
 fn github_signature(secret: &str, body: &str) -> String {
     let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).expect("key");
     mac.update(body.as_bytes());
@@ -255,7 +310,7 @@ fn a_committed_schedule_change_is_stored_and_audited_within_two_seconds_via_the_
 }
 
 #[test]
-fn a_signed_webhook_fetches_at_once_and_a_bad_signature_is_refused_and_audited() {
+fn a_signed_webhook_fetches_at_once_and_refusals_are_audited_without_flooding_the_log() {
     let dir = tempfile::tempdir().expect("temp dir");
     let work = example_work_tree(dir.path());
     // The server follows a bare "remote", so only the webhook (not a watch) can tell it early.
@@ -278,7 +333,7 @@ fn a_signed_webhook_fetches_at_once_and_a_bad_signature_is_refused_and_audited()
     std::fs::write(&secret_file, "s3cret-for-tests\n").expect("secret");
     let data = dir.path().join("data");
     let url = format!("file://{}", remote.display());
-    let server = start_server(
+    let mut server = start_server(
         &url,
         &data,
         &[
@@ -314,25 +369,21 @@ fn a_signed_webhook_fetches_at_once_and_a_bad_signature_is_refused_and_audited()
         post_hook(&server.addr, &body, &[("X-Hub-Signature-256", wrong)]),
         401
     );
+    // A body over the limit is refused before it is read.
+    assert_eq!(post_hook_head(&server.addr, 2_000_000), 413);
     assert_eq!(
         schedule_of(&data, "web-1", "system", "backup").map(|s| s.contains("50 1")),
         Some(false),
         "a refused webhook must not fetch"
     );
-    let refused = wait_for(Duration::from_secs(5), || {
-        let n: i64 = state(&data)?
-            .query_row(
-                "SELECT count(*) FROM audit WHERE action = 'webhook-refused'",
-                [],
-                |row| row.get(0),
-            )
-            .ok()?;
-        (n >= 3).then_some(n)
-    });
+    // The first refusal is audited and logged; the next ones within a minute are counted.
+    let first_refusal = wait_for(Duration::from_secs(5), || {
+        refusals_audited(&data).into_iter().next()
+    })
+    .unwrap_or_else(|| panic!("the first refusal was not audited:\n{}", server.log()));
     assert!(
-        refused.is_some(),
-        "refused webhooks are audited:\n{}",
-        server.log()
+        first_refusal.contains("X-Hub-Signature-256"),
+        "{first_refusal}"
     );
 
     let good = github_signature("s3cret-for-tests", &body);
@@ -347,6 +398,39 @@ fn a_signed_webhook_fetches_at_once_and_a_bad_signature_is_refused_and_audited()
     assert!(
         seen.is_some(),
         "the change was not stored and audited within 2 s of the webhook:\n{}",
+        server.log()
+    );
+
+    assert_eq!(
+        refusals_audited(&data).len(),
+        1,
+        "{:?}",
+        refusals_audited(&data)
+    );
+    assert_eq!(
+        server.log().matches("webhook refused").count(),
+        1,
+        "{}",
+        server.log()
+    );
+
+    // At shutdown the counted ones are audited as one summary.
+    terminate(&mut server, Duration::from_secs(10));
+    let audited = refusals_audited(&data);
+    assert_eq!(audited.len(), 2, "{audited:?}");
+    assert!(
+        audited[1].contains("3 more refused webhook requests since"),
+        "{audited:?}"
+    );
+    assert!(
+        audited[1].contains("2000000 bytes, more than the 1048576 bytes"),
+        "{audited:?}"
+    );
+    assert!(
+        server
+            .log()
+            .contains("3 more refused webhook requests since"),
+        "{}",
         server.log()
     );
 }

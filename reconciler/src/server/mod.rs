@@ -10,6 +10,7 @@ pub mod hub;
 pub mod jobspec;
 pub mod model;
 pub mod reconcile;
+pub mod refusals;
 pub mod run;
 pub mod scheduler;
 pub mod secret_file;
@@ -47,12 +48,14 @@ pub struct Running {
 
 impl Running {
     /// Stops every task and closes the agents' connections; returns when all have ended.
+    /// Refused webhook requests counted since the last summary are audited before.
     pub async fn stop(self) {
         self.shutdown.cancel();
         self.server.hub.close_all();
         for task in self.tasks {
             let _ = task.await;
         }
+        refusals::write_summary(&self.server).await;
     }
 }
 
