@@ -747,3 +747,72 @@ fn a_cron_that_never_fires_makes_the_revision_invalid_and_the_schedule_stays() {
     let schedule = schedule_of(&data, "web-1", "system", "backup").expect("kept");
     assert!(schedule.contains("30 1 * * *"), "{schedule}");
 }
+
+/// `GET path` over plain HTTP; returns the body.
+fn http_get(addr: &str, path: &str) -> String {
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).expect("send");
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    response
+}
+
+#[test]
+fn the_audit_page_checks_only_new_entries_after_the_first_walk_and_says_so() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let Following {
+        repo, data, server, ..
+    } = following_example(dir.path());
+    let entries = || -> i64 {
+        state(&data)
+            .and_then(|db| {
+                db.query_row("SELECT max(seq) FROM audit", [], |row| row.get(0))
+                    .ok()
+            })
+            .expect("entries")
+    };
+    let walked = |page: &str| -> String {
+        let at = page
+            .find("This server walked the whole chain on ")
+            .unwrap_or_else(|| panic!("{page}"));
+        page[at..].split(';').next().expect("a time").to_owned()
+    };
+
+    let first = http_get(&server.addr, "/audit");
+    let count = entries();
+    assert!(
+        first.contains(&format!(
+            "The audit log is intact: all {count} entries fit the hash chain"
+        )),
+        "{first}"
+    );
+    assert!(first.contains("restic-manager audit verify"), "{first}");
+
+    let commit = change_schedule(&repo, "55 1 * * *");
+    wait_until_applied(&data, &commit, &server);
+    let second = http_get(&server.addr, "/audit");
+    let grown = entries();
+    assert!(grown > count);
+    assert!(
+        second.contains(&format!("all {grown} entries fit the hash chain")),
+        "{second}"
+    );
+    assert_eq!(walked(&second), walked(&first));
+
+    // The chain rewritten from the last checked entry on is noticed on the next visit.
+    let db = rusqlite::Connection::open(data.join("state.db")).expect("open");
+    db.execute_batch("DROP TRIGGER audit_is_append_only_update;")
+        .expect("drop trigger");
+    db.execute("UPDATE audit SET hash = 'forged' WHERE seq = ?1", [grown])
+        .expect("tamper");
+    drop(db);
+    let third = http_get(&server.addr, "/audit");
+    assert!(
+        third.contains(&format!("The audit log is broken at entry {grown}")),
+        "{third}"
+    );
+}

@@ -29,7 +29,7 @@ use super::model::{
 };
 use super::reconcile::describe_change;
 
-pub use audit::{AuditEntry, Verified, verify_audit};
+pub use audit::{AuditEntry, ChainPoint, Step, Verified, verify_audit};
 pub use jobs::{JobRecord, NewJob, SessionRecord, Settled};
 
 /// The database file's name inside the data directory.
@@ -97,6 +97,28 @@ pub struct Store {
     /// The applied state, loaded once and kept in step with every applied revision, so a
     /// reconcile of 10,000 hosts does not read 50,000 rows first.
     applied: Option<FleetState>,
+    /// The status view's check of the audit chain ([`Store::check_audit_step`]).
+    audit_check: AuditProgress,
+}
+
+/// How far this process has verified the audit chain for the status view.
+#[derive(Debug, Default)]
+struct AuditProgress {
+    /// The end of the chain at the last complete check, and when the first complete walk
+    /// from the first entry ended.
+    verified: Option<(ChainPoint, jiff::Timestamp)>,
+    /// Where a check in progress stands.
+    cursor: Option<ChainPoint>,
+}
+
+/// The status view's check of the audit chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditCheck {
+    pub verified: Verified,
+    /// When this process finished walking the whole chain from its first entry; later checks
+    /// only read what was added since (and that the last entry checked is unchanged). `None`
+    /// when no walk got to the end.
+    pub walked_at: Option<jiff::Timestamp>,
 }
 
 impl Store {
@@ -138,6 +160,7 @@ impl Store {
             conn,
             path,
             applied: None,
+            audit_check: AuditProgress::default(),
         })
     }
 
@@ -173,6 +196,7 @@ impl Store {
             conn,
             path,
             applied: None,
+            audit_check: AuditProgress::default(),
         };
         migrations::migrate(&mut store.conn, &store.path, target)?;
         Ok(store)
@@ -373,6 +397,55 @@ impl Store {
     /// Checks the audit log's hash chain from the first entry to the last.
     pub fn verify_audit(&self) -> Result<Verified, StoreError> {
         verify_audit(&self.conn)
+    }
+
+    /// Checks at most `limit` entries of the chain after `from` (see [`audit::verify_from`]):
+    /// callers walk a long chain in steps, letting go of the store between them.
+    pub fn verify_audit_step(
+        &self,
+        from: Option<&ChainPoint>,
+        limit: usize,
+    ) -> Result<Step, StoreError> {
+        audit::verify_from(&self.conn, from, limit.max(1))
+    }
+
+    /// One step of the status view's check of the chain: at most `limit` entries, going on
+    /// from where the last step or the last complete check ended. `None` until the check
+    /// reaches the end of the chain or a broken entry. The first check walks the whole chain;
+    /// later ones only the entries added since, so showing the page stays cheap.
+    pub fn check_audit_step(&mut self, limit: usize) -> Result<Option<AuditCheck>, StoreError> {
+        let progress = &mut self.audit_check;
+        let from = progress
+            .cursor
+            .clone()
+            .or_else(|| progress.verified.as_ref().map(|(point, _)| point.clone()));
+        let step = audit::verify_from(&self.conn, from.as_ref(), limit.max(1))?;
+        let walked_at = progress.verified.as_ref().map(|(_, at)| *at);
+        match step {
+            Step::More(point) => {
+                progress.cursor = Some(point);
+                Ok(None)
+            }
+            Step::Done(verified) => {
+                progress.cursor = None;
+                let walked_at = match &verified {
+                    Verified::Intact { entries, last_hash } => {
+                        let at = walked_at.unwrap_or_else(jiff::Timestamp::now);
+                        let end = ChainPoint {
+                            seq: i64::try_from(*entries).unwrap_or(i64::MAX),
+                            hash: last_hash.clone(),
+                        };
+                        progress.verified = Some((end, at));
+                        Some(at)
+                    }
+                    Verified::Broken { .. } => walked_at,
+                };
+                Ok(Some(AuditCheck {
+                    verified,
+                    walked_at,
+                }))
+            }
+        }
     }
 }
 

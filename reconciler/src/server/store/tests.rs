@@ -553,3 +553,88 @@ fn a_changed_schedule_forgets_the_old_instants_so_nothing_is_caught_up() {
     let stored = &store.schedule_states().unwrap()[&key];
     assert_eq!((stored.last_instant, stored.next_instant), (None, None));
 }
+
+#[test]
+fn the_chain_is_walked_in_steps_and_a_later_check_reads_only_what_was_added() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = open(&dir);
+    for n in 0..25 {
+        store
+            .audit(
+                "server",
+                "test",
+                &format!("entry-{n}"),
+                None,
+                &serde_json::json!({}),
+            )
+            .unwrap();
+    }
+
+    // A walk in steps of 10 ends where a walk in one go does.
+    let mut from = None;
+    let mut steps = 0;
+    let stepped = loop {
+        steps += 1;
+        match store.verify_audit_step(from.as_ref(), 10).unwrap() {
+            Step::Done(verified) => break verified,
+            Step::More(point) => from = Some(point),
+        }
+    };
+    assert_eq!(steps, 3);
+    assert_eq!(stepped, store.verify_audit().unwrap());
+
+    // The view's check: the first walks all, the next only what came since.
+    let check = |store: &mut Store| loop {
+        if let Some(check) = store.check_audit_step(10).unwrap() {
+            break check;
+        }
+    };
+    let first = check(&mut store);
+    let Verified::Intact { entries, .. } = &first.verified else {
+        panic!("{first:?}");
+    };
+    assert_eq!(*entries, 25);
+    let walked_at = first.walked_at.expect("a complete walk");
+    store
+        .audit("server", "test", "entry-25", None, &serde_json::json!({}))
+        .unwrap();
+    let second = check(&mut store);
+    assert!(
+        matches!(second.verified, Verified::Intact { entries: 26, .. }),
+        "{second:?}"
+    );
+    assert_eq!(second.walked_at, Some(walked_at));
+
+    // An old entry edited in place is not read again (only `audit verify` finds it), but a
+    // chain rewritten with fresh hashes changes the last entry checked, which is noticed.
+    store
+        .conn
+        .execute_batch("DROP TRIGGER audit_is_append_only_update;")
+        .unwrap();
+    store
+        .conn
+        .execute("UPDATE audit SET detail = '{\"x\":1}' WHERE seq = 3", [])
+        .unwrap();
+    assert!(matches!(
+        check(&mut store).verified,
+        Verified::Intact { entries: 26, .. }
+    ));
+    assert!(matches!(
+        store.verify_audit().unwrap(),
+        Verified::Broken { seq: 3, .. }
+    ));
+    store
+        .conn
+        .execute("UPDATE audit SET hash = 'forged' WHERE seq = 26", [])
+        .unwrap();
+    let broken = check(&mut store);
+    assert_eq!(
+        broken.verified,
+        Verified::Broken {
+            seq: 26,
+            reason: "entry 26 no longer carries the hash it had when this server verified it: \
+                     the chain up to it was rewritten"
+                .to_owned()
+        }
+    );
+}
