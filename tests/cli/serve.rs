@@ -478,7 +478,9 @@ fn an_invalid_revision_after_a_valid_one_is_recorded_and_the_last_good_one_stays
     let schedule = schedule_of(&data, "web-1", "system", "backup").expect("kept");
     assert!(schedule.contains("30 1 * * *"), "{schedule}");
     assert!(
-        server.log().contains("revision is invalid"),
+        server
+            .log()
+            .contains("revision is invalid; the last good revision stays in force"),
         "{}",
         server.log()
     );
@@ -494,6 +496,84 @@ fn an_invalid_revision_after_a_valid_one_is_recorded_and_the_last_good_one_stays
         "{}",
         server.log()
     );
+}
+
+#[test]
+fn a_changed_assignment_is_audited_with_the_keys_that_changed() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let Following {
+        repo, data, server, ..
+    } = following_example(dir.path());
+    let path = repo.join("policies/system.toml");
+    let text = std::fs::read_to_string(&path).expect("policy");
+    let changed = text
+        .replace("max-duration = \"4h\"", "max-duration = \"6h\"")
+        .replace("keep-daily = 7", "keep-daily = 10");
+    assert_ne!(changed, text);
+    std::fs::write(&path, changed).expect("write");
+    git(
+        &repo,
+        &["commit", "-q", "-am", "longer backups, more dailies"],
+    );
+    let commit = git(&repo, &["rev-parse", "HEAD"]);
+    wait_until_applied(&data, &commit, &server);
+
+    let detail = |subject: &str| -> String {
+        state(&data)
+            .and_then(|db| {
+                db.query_row(
+                    "SELECT detail FROM audit WHERE action = 'assignment-changed' \
+                     AND subject = ?1 AND commit_id = ?2",
+                    [subject, &commit],
+                    |row| row.get(0),
+                )
+                .ok()
+            })
+            .unwrap_or_else(|| panic!("no entry for {subject}:\n{}", server.log()))
+    };
+    let backup = detail("web-1/system/backup");
+    assert!(
+        backup.contains("\"change\":\"changed: max-duration\""),
+        "{backup}"
+    );
+    let forget = detail("web-1/system/forget");
+    assert!(
+        forget.contains("\"change\":\"changed: retention.keep-daily\""),
+        "{forget}"
+    );
+}
+
+#[test]
+fn an_invalid_first_revision_says_nothing_is_applied_yet() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let repo = dir.path().join("config");
+    copy_tree(&example_repo(), &repo);
+    let policy = repo.join("policies/system.toml");
+    let text = std::fs::read_to_string(&policy).expect("policy");
+    std::fs::write(&policy, text + "keep-forever = true\n").expect("write");
+    git(&repo, &["init", "-q"]);
+    git(&repo, &["add", "-A"]);
+    git(&repo, &["commit", "-q", "-m", "invalid from the start"]);
+    let data = dir.path().join("data");
+    let server = start_server(
+        repo.to_str().expect("utf-8"),
+        &data,
+        &["--poll-interval", "1h"],
+    );
+
+    let said = wait_for(Duration::from_secs(10), || {
+        let log = server.log();
+        log.contains("revision is invalid").then_some(log)
+    })
+    .unwrap_or_else(|| panic!("the invalid revision was not logged:\n{}", server.log()));
+    assert!(
+        said.contains(
+            "revision is invalid; no revision has been applied yet, so nothing is scheduled \
+             until a valid revision arrives"
+        ),
+        "{said}"
+    );
+    assert!(!said.contains("last good revision"), "{said}");
 }
 
 #[test]
@@ -562,8 +642,17 @@ fn an_unreachable_remote_at_start_is_reported_and_the_server_keeps_running() {
     let said = wait_for(Duration::from_secs(10), || {
         let log = server.log();
         log.contains("cannot fetch").then_some(log)
-    });
-    assert!(said.is_some(), "{}", server.log());
+    })
+    .unwrap_or_else(|| panic!("{}", server.log()));
+    // Nothing was ever applied: the log does not speak of a last good revision.
+    assert!(
+        said.contains(
+            "cannot fetch the config repository; no revision has been applied yet, so nothing \
+             is scheduled until a fetch succeeds"
+        ),
+        "{said}"
+    );
+    assert!(!said.contains("last good revision"), "{said}");
     assert!(
         server.child.try_wait().expect("status").is_none(),
         "the server must keep running:\n{}",

@@ -12,6 +12,7 @@ use tracing::{error, info, info_span, warn};
 use crate::config::model::Config;
 
 use super::model::{Action, RevisionInfo};
+use super::reconcile::ChangedKeys;
 use super::run::{Applied, Server};
 use super::scheduler::{self, Scheduler};
 use super::settings::{Settings, Source};
@@ -22,6 +23,16 @@ pub fn open_source(settings: &Settings) -> Result<GitSource, SourceError> {
     match &settings.source {
         Source::Local(path) => GitSource::local(path.clone(), &settings.branch),
         Source::Remote(url) => GitSource::remote(url, &settings.branch, &settings.data_dir),
+    }
+}
+
+/// What stays in force while a revision cannot be applied: the last good one, or, when none
+/// was ever applied, nothing until `until`.
+fn what_stays(server: &Server, until: &str) -> String {
+    if server.applied().is_some() {
+        "the last good revision stays in force".to_owned()
+    } else {
+        format!("no revision has been applied yet, so nothing is scheduled until {until}")
     }
 }
 
@@ -47,7 +58,8 @@ pub fn consider(server: &Server, fetched: &Fetched) {
             error!(
                 author = %revision.author,
                 summary = %revision.summary,
-                "revision is invalid; the last good revision stays in force:\n{errors}"
+                "revision is invalid; {}:\n{errors}",
+                what_stays(server, "a valid revision arrives")
             );
             let mut store = server.store.lock().expect("store lock");
             match store.record_revision(&revision, Err(&errors)) {
@@ -60,8 +72,15 @@ pub fn consider(server: &Server, fetched: &Fetched) {
 
     let validated = started.elapsed();
     let desired = super::reconcile::desired(&config);
+    let in_force = server.applied();
+    let changed = ChangedKeys::between(in_force.as_ref().map(|a| &a.config), &config);
     let mut store = server.store.lock().expect("store lock");
-    let applied = store.apply_revision(&revision, desired, fetched.rewritten_from.as_deref());
+    let applied = store.apply_revision(
+        &revision,
+        desired,
+        fetched.rewritten_from.as_deref(),
+        &changed,
+    );
     drop(store);
     match applied {
         Ok(actions) => {
@@ -217,7 +236,8 @@ pub async fn follow(
                 Err(e) => {
                     error!(
                         error = %e,
-                        "cannot fetch the config repository; the last good revision stays in force"
+                        "cannot fetch the config repository; {}",
+                        what_stays(&task_server, "a fetch succeeds")
                     );
                     task_server.set_source_error(Some(e.to_string()));
                 }

@@ -27,7 +27,7 @@ use rusqlite::{Connection, OptionalExtension as _, params};
 use super::model::{
     Action, AppliedAssignment, AssignmentKey, FleetState, HostRecord, JobKind, RevisionInfo,
 };
-use super::reconcile::describe_change;
+use super::reconcile::{ChangedKeys, describe_change};
 
 pub use audit::{AuditEntry, ChainPoint, Step, Verified, verify_audit};
 pub use jobs::{JobRecord, NewJob, SessionRecord, Settled};
@@ -252,12 +252,14 @@ impl Store {
     /// Applies a valid revision in one transaction: diffs `desired` against the applied
     /// state, changes the hosts, assignments and repositories tables, audits each action with
     /// the commit, and makes the revision the last applied one. `rewritten_from` names the
-    /// previous tip when history was rewritten, which is audited too. Returns the actions.
+    /// previous tip when history was rewritten, which is audited too; `changed` names the
+    /// keys behind each changed assignment. Returns the actions.
     pub fn apply_revision(
         &mut self,
         revision: &RevisionInfo,
         desired: FleetState,
         rewritten_from: Option<&str>,
+        changed: &ChangedKeys,
     ) -> Result<Vec<Action>, StoreError> {
         let actions = super::reconcile::diff(self.applied_state()?, &desired);
         let now = jiff::Timestamp::now().as_second();
@@ -287,7 +289,7 @@ impl Store {
                 action.name(),
                 &action.subject(),
                 commit,
-                &action_detail(action),
+                &action_detail(action, changed),
             )?;
         }
         insert_revision(&tx, revision, "applied", None)?;
@@ -657,18 +659,24 @@ fn exec(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> Result<u
 }
 
 /// The audit detail of one action.
-fn action_detail(action: &Action) -> serde_json::Value {
+fn action_detail(action: &Action, changed: &ChangedKeys) -> serde_json::Value {
     match action {
         Action::AssignmentAdded(a) | Action::AssignmentRemoved(a) => serde_json::json!({
             "repository": &*a.repository,
             "schedule": &*a.schedule,
         }),
-        Action::AssignmentChanged { old, new } => serde_json::json!({
-            "repository": &*new.repository,
-            "schedule": &*new.schedule,
-            "previous-schedule": &*old.schedule,
-            "change": describe_change(old, new),
-        }),
+        Action::AssignmentChanged { old, new } => {
+            let keys = (old.content_digest != new.content_digest)
+                .then(|| changed.get(&new.key.policy, new.key.kind))
+                .flatten();
+            serde_json::json!({
+                "repository": &*new.repository,
+                "schedule": &*new.schedule,
+                "previous-schedule": &*old.schedule,
+                "change": describe_change(old, new, keys),
+                "changed-keys": keys,
+            })
+        }
         _ => serde_json::json!({}),
     }
 }

@@ -156,7 +156,9 @@ fn applying_a_revision_stores_and_audits_every_action_with_its_commit() {
     let dir = tempfile::tempdir().unwrap();
     let mut store = open(&dir);
     let rev = revision("a1");
-    let actions = store.apply_revision(&rev, example(), None).unwrap();
+    let actions = store
+        .apply_revision(&rev, example(), None, &ChangedKeys::default())
+        .unwrap();
     assert!(!actions.is_empty());
 
     let audited: i64 = store
@@ -182,7 +184,7 @@ fn applying_a_revision_stores_and_audits_every_action_with_its_commit() {
 
     // The same revision again changes nothing.
     let again = reopened
-        .apply_revision(&revision("b2"), example(), None)
+        .apply_revision(&revision("b2"), example(), None, &ChangedKeys::default())
         .unwrap();
     assert!(again.is_empty(), "{again:?}");
 }
@@ -192,7 +194,9 @@ fn an_invalid_revision_is_recorded_without_touching_the_applied_state() {
     let dir = tempfile::tempdir().unwrap();
     let mut store = open(&dir);
     let good = revision("a1");
-    store.apply_revision(&good, example(), None).unwrap();
+    store
+        .apply_revision(&good, example(), None, &ChangedKeys::default())
+        .unwrap();
     let bad = revision("c3");
     store
         .record_revision(&bad, Err("policies/system.toml:3:1: error: unknown key"))
@@ -215,7 +219,7 @@ fn the_audit_chain_verifies_and_names_the_first_tampered_entry() {
     let dir = tempfile::tempdir().unwrap();
     let mut store = open(&dir);
     store
-        .apply_revision(&revision("a1"), example(), None)
+        .apply_revision(&revision("a1"), example(), None, &ChangedKeys::default())
         .unwrap();
     let Verified::Intact { entries, .. } = store.verify_audit().unwrap() else {
         panic!("a fresh chain is intact");
@@ -533,7 +537,12 @@ fn a_changed_schedule_forgets_the_old_instants_so_nothing_is_caught_up() {
     let mut store = open(&dir);
     let before = example();
     store
-        .apply_revision(&revision("a1"), before.clone(), None)
+        .apply_revision(
+            &revision("a1"),
+            before.clone(),
+            None,
+            &ChangedKeys::default(),
+        )
         .unwrap();
     let key = before.assignments[0].key.clone();
     let at = jiff::Timestamp::from_second(1_800_000_000).unwrap();
@@ -548,7 +557,9 @@ fn a_changed_schedule_forgets_the_old_instants_so_nothing_is_caught_up() {
 
     let mut after = before;
     after.assignments[0].schedule = "cron `0 4 * * *` (UTC)".into();
-    let actions = store.apply_revision(&revision("b2"), after, None).unwrap();
+    let actions = store
+        .apply_revision(&revision("b2"), after, None, &ChangedKeys::default())
+        .unwrap();
     assert_eq!(actions.len(), 1, "{actions:?}");
     let stored = &store.schedule_states().unwrap()[&key];
     assert_eq!((stored.last_instant, stored.next_instant), (None, None));
