@@ -609,6 +609,48 @@ fn a_force_push_is_followed_and_audited_as_rewritten_history() {
 }
 
 #[test]
+fn a_force_push_over_an_invalid_tip_names_that_tip_and_the_last_applied_commit() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let Following {
+        repo,
+        data,
+        server,
+        head: base,
+    } = following_example(dir.path());
+    let path = repo.join("policies/system.toml");
+    let text = std::fs::read_to_string(&path).expect("policy");
+    std::fs::write(&path, text + "keep-forever = true\n").expect("write");
+    git(&repo, &["commit", "-q", "-am", "typo in a key"]);
+    let invalid = git(&repo, &["rev-parse", "HEAD"]);
+    wait_for(Duration::from_secs(5), || {
+        let (status, _) = revision_status(&data, &invalid)?;
+        (status == "invalid").then_some(())
+    })
+    .unwrap_or_else(|| panic!("the invalid revision was not recorded:\n{}", server.log()));
+
+    git(&repo, &["reset", "-q", "--hard", &base]);
+    let rewritten = change_schedule(&repo, "20 1 * * *");
+    wait_until_applied(&data, &rewritten, &server);
+    let detail: String = state(&data)
+        .and_then(|db| {
+            db.query_row(
+                "SELECT detail FROM audit WHERE action = 'history-rewritten' AND commit_id = ?1",
+                [&rewritten],
+                |row| row.get(0),
+            )
+            .ok()
+        })
+        .unwrap_or_else(|| panic!("the rewrite was not audited:\n{}", server.log()));
+    assert!(
+        detail.contains(&format!(
+            "the branch no longer contains {invalid}, the tip fetched before, which was not \
+             applied; the last applied commit was {base}; following the new tip {rewritten}"
+        )),
+        "{detail}"
+    );
+}
+
+#[test]
 fn a_deleted_branch_keeps_the_last_good_revision_and_says_so() {
     let dir = tempfile::tempdir().expect("temp dir");
     let Following {

@@ -262,6 +262,10 @@ impl Store {
         changed: &ChangedKeys,
     ) -> Result<Vec<Action>, StoreError> {
         let actions = super::reconcile::diff(self.applied_state()?, &desired);
+        let last_applied = match rewritten_from {
+            Some(_) => self.last_applied_revision()?.map(|r| r.commit),
+            None => None,
+        };
         let now = jiff::Timestamp::now().as_second();
         let tx = self.conn.transaction()?;
         let commit = Some(revision.commit.as_str());
@@ -274,10 +278,8 @@ impl Store {
                 commit,
                 &serde_json::json!({
                     "previous": previous,
-                    "detail": format!(
-                        "the branch no longer contains the previously applied commit {previous}; \
-                         following the new tip {}", revision.commit
-                    ),
+                    "last-applied": last_applied,
+                    "detail": rewrite_detail(previous, last_applied.as_deref(), &revision.commit),
                 }),
             )?;
         }
@@ -656,6 +658,26 @@ fn apply_action(
 /// few statements tens of thousands of times.
 fn exec(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> Result<usize, StoreError> {
     Ok(conn.prepare_cached(sql)?.execute(params)?)
+}
+
+/// What a `history-rewritten` entry says: the tip fetched before, which the branch no longer
+/// contains, and the last applied commit when that is another one (the tip fetched before
+/// was not applied, e.g. because it was invalid).
+fn rewrite_detail(previous: &str, last_applied: Option<&str>, new: &str) -> String {
+    let applied = match last_applied {
+        Some(applied) if applied == previous => {
+            return format!(
+                "the branch no longer contains {previous}, the tip fetched before, which was \
+                 the applied commit; following the new tip {new}"
+            );
+        }
+        Some(applied) => format!("the last applied commit was {applied}"),
+        None => "no commit had been applied".to_owned(),
+    };
+    format!(
+        "the branch no longer contains {previous}, the tip fetched before, which was not \
+         applied; {applied}; following the new tip {new}"
+    )
 }
 
 /// The audit detail of one action.

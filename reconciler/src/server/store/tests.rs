@@ -649,3 +649,69 @@ fn the_chain_is_walked_in_steps_and_a_later_check_reads_only_what_was_added() {
         }
     );
 }
+
+#[test]
+fn a_rewrite_after_an_invalid_tip_names_that_tip_and_the_last_applied_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = open(&dir);
+    let detail = |store: &Store, commit: &str| -> serde_json::Value {
+        let text: String = store
+            .conn
+            .query_row(
+                "SELECT detail FROM audit WHERE action = 'history-rewritten' AND commit_id = ?1",
+                [commit],
+                |row| row.get(0),
+            )
+            .unwrap();
+        serde_json::from_str(&text).unwrap()
+    };
+    let (good, invalid, forced, again) = (
+        revision("a1"),
+        revision("b2"),
+        revision("c3"),
+        revision("d4"),
+    );
+    store
+        .apply_revision(&good, example(), None, &ChangedKeys::default())
+        .unwrap();
+    store.record_revision(&invalid, Err("bad")).unwrap();
+
+    // The invalid tip was the one fetched last: the force-push removed it, not the good one.
+    store
+        .apply_revision(
+            &forced,
+            example(),
+            Some(&invalid.commit),
+            &ChangedKeys::default(),
+        )
+        .unwrap();
+    let entry = detail(&store, &forced.commit);
+    assert_eq!(
+        entry["detail"],
+        format!(
+            "the branch no longer contains {}, the tip fetched before, which was not applied; \
+             the last applied commit was {}; following the new tip {}",
+            invalid.commit, good.commit, forced.commit
+        )
+    );
+    assert_eq!(entry["previous"], invalid.commit.as_str());
+    assert_eq!(entry["last-applied"], good.commit.as_str());
+
+    // A rewrite of the applied tip says so.
+    store
+        .apply_revision(
+            &again,
+            example(),
+            Some(&forced.commit),
+            &ChangedKeys::default(),
+        )
+        .unwrap();
+    assert_eq!(
+        detail(&store, &again.commit)["detail"],
+        format!(
+            "the branch no longer contains {}, the tip fetched before, which was the applied \
+             commit; following the new tip {}",
+            forced.commit, again.commit
+        )
+    );
+}
