@@ -651,6 +651,61 @@ fn a_force_push_over_an_invalid_tip_names_that_tip_and_the_last_applied_commit()
 }
 
 #[test]
+fn following_a_bare_repository_does_not_log_the_watchers_noise_by_default() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let work = example_work_tree(dir.path());
+    let bare = dir.path().join("bare.git");
+    git(
+        dir.path(),
+        &[
+            "clone",
+            "-q",
+            "--bare",
+            work.to_str().expect("utf-8"),
+            "bare.git",
+        ],
+    );
+    let data = dir.path().join("data");
+    let log = dir.path().join("serve.log");
+    // No RUST_LOG: the default filter.
+    let child = restic_manager()
+        .args(["serve", "--repository", bare.to_str().expect("utf-8")])
+        .arg("--data-dir")
+        .arg(&data)
+        .arg("--identity")
+        .arg(workspace().join("examples/demo-identity.txt"))
+        .args([
+            "--poll-interval",
+            "1h",
+            "--listen",
+            &format!("127.0.0.1:{}", free_port()),
+        ])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log file"))
+        .spawn()
+        .expect("serve starts");
+    let server = ServerProcess {
+        child,
+        addr: String::new(),
+        log,
+    };
+    wait_until_applied(&data, &git(&work, &["rev-parse", "HEAD"]), &server);
+
+    for cron in ["10 1 * * *", "20 1 * * *"] {
+        let commit = change_schedule(&work, cron);
+        git(
+            &work,
+            &["push", "-q", bare.to_str().expect("utf-8"), "main"],
+        );
+        wait_until_applied(&data, &commit, &server);
+    }
+
+    let text = server.log();
+    assert_eq!(text.matches("revision applied").count(), 3, "{text}");
+    assert!(!text.contains("notify"), "{text}");
+}
+
+#[test]
 fn a_deleted_branch_keeps_the_last_good_revision_and_says_so() {
     let dir = tempfile::tempdir().expect("temp dir");
     let Following {

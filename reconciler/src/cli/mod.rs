@@ -86,15 +86,26 @@ pub fn main() -> ExitCode {
     ExitCode::from(code)
 }
 
-/// Logs go to stderr (stdout is for data), filtered by `RUST_LOG`, else at `default`.
+/// Crates whose info lines are noise to an operator, quieted to warnings by default: the
+/// `notify` crate logs one line for each watch it cannot remove, several per push into a
+/// watched bare repository, although nothing is wrong.
+const QUIET_BY_DEFAULT: &str = "notify=warn";
+
+/// Logs go to stderr (stdout is for data), filtered by `RUST_LOG`, else at `default` with
+/// [`QUIET_BY_DEFAULT`]. A `RUST_LOG` is taken as it is, so `RUST_LOG=notify=debug` still
+/// shows those lines.
 fn init_tracing(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+        .unwrap_or_else(|_| default_filter(default));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(use_color(&std::io::stderr()))
         .init();
+}
+
+fn default_filter(default: &str) -> tracing_subscriber::EnvFilter {
+    tracing_subscriber::EnvFilter::new(format!("{default},{QUIET_BY_DEFAULT}"))
 }
 
 /// The async runtime of the long-running commands; `None` (after saying why) when it cannot
