@@ -758,6 +758,44 @@ fn an_unreachable_remote_at_start_is_reported_and_the_server_keeps_running() {
 }
 
 #[test]
+fn sigterm_during_a_fetch_that_hangs_exits_after_a_short_grace() {
+    // A "remote" that accepts connections and never answers.
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let (accepted_tx, accepted) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming().flatten() {
+            held.push(stream);
+            let _ = accepted_tx.send(());
+        }
+    });
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().join("data");
+    let url = format!("http://127.0.0.1:{port}/fleet.git");
+    let mut server = start_server(&url, &data, &["--poll-interval", "1h"]);
+    accepted
+        .recv_timeout(Duration::from_secs(10))
+        .unwrap_or_else(|_| panic!("the server never connected:\n{}", server.log()));
+    // The fetch is now waiting for an answer that never comes.
+    wait_for(Duration::from_secs(10), || {
+        server.log().contains("listening").then_some(())
+    })
+    .unwrap_or_else(|| panic!("not listening:\n{}", server.log()));
+
+    let took = terminate(&mut server, Duration::from_secs(10));
+
+    assert!(took < Duration::from_secs(5), "{took:?}:\n{}", server.log());
+    assert!(
+        server.log().contains(
+            "the fetch in progress did not stop within its grace after shutdown; abandoned"
+        ),
+        "{}",
+        server.log()
+    );
+}
+
+#[test]
 fn a_data_directory_that_cannot_be_written_is_a_clear_error_at_start() {
     let dir = tempfile::tempdir().expect("temp dir");
     let repo = example_work_tree(dir.path());

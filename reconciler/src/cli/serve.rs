@@ -45,6 +45,9 @@ pub struct Args {
     pub view_token_file: Option<PathBuf>,
 }
 
+/// How long the runtime waits at exit for blocking threads that are still running.
+const RUNTIME_GRACE: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// Each setting's clap argument id (the field of [`Args`]) and its names.
 const ARGS: [(&str, Key); 9] = [
     ("listen", keys::LISTEN),
@@ -95,11 +98,15 @@ pub fn run(args: Args, matches: Option<&clap::ArgMatches>) -> u8 {
     let Some(runtime) = super::runtime() else {
         return 2;
     };
-    match runtime.block_on(crate::server::serve(settings)) {
+    let code = match runtime.block_on(crate::server::serve(settings)) {
         Ok(()) => 0,
         Err(e) => {
             super::report_error(&e);
             2
         }
-    }
+    };
+    // What had to finish was awaited by the shutdown; a blocking thread still running is a
+    // fetch abandoned after its grace, which dropping the runtime would wait for.
+    runtime.shutdown_timeout(RUNTIME_GRACE);
+    code
 }

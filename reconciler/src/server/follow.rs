@@ -204,6 +204,25 @@ pub async fn rebuild_schedules(server: Arc<Server>, shutdown: CancellationToken)
     }
 }
 
+/// How long shutdown waits for a fetch in progress to stop after being interrupted.
+pub const FETCH_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// At shutdown during a fetch: interrupts it and waits at most [`FETCH_GRACE`] for it. A
+/// fetch stuck where gix does not look at the interrupt flag (a remote that accepted the
+/// connection and never answers) is left to the process's exit.
+async fn abandon_at_shutdown<T>(
+    interrupt: &std::sync::atomic::AtomicBool,
+    fetch: tokio::task::JoinHandle<T>,
+) {
+    interrupt.store(true, std::sync::atomic::Ordering::Relaxed);
+    if tokio::time::timeout(FETCH_GRACE, fetch).await.is_err() {
+        warn!(
+            grace_ms = FETCH_GRACE.as_millis(),
+            "the fetch in progress did not stop within its grace after shutdown; abandoned"
+        );
+    }
+}
+
 /// Follows the config repository until `shutdown` fires.
 pub async fn follow(
     server: Arc<Server>,
@@ -244,7 +263,15 @@ pub async fn follow(
             }
             source
         });
-        source = match done.await {
+        let mut done = done;
+        let finished = tokio::select! {
+            finished = &mut done => finished,
+            () = shutdown.cancelled() => {
+                abandon_at_shutdown(&interrupt, done).await;
+                return;
+            }
+        };
+        source = match finished {
             Ok(source) => source,
             Err(e) => {
                 error!(error = %e, "the fetch task failed; the follower stops");
