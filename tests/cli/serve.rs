@@ -544,6 +544,29 @@ fn a_changed_assignment_is_audited_with_the_keys_that_changed() {
 }
 
 #[test]
+fn a_misspelt_directory_is_logged_as_a_warning_when_the_revision_is_applied() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let Following {
+        repo, data, server, ..
+    } = following_example(dir.path());
+    crate::common::write(&repo, "hots/web-9.toml", b"labels = { role = \"web\" }\n");
+    git(&repo, &["add", "-A"]);
+    git(
+        &repo,
+        &["commit", "-q", "-m", "a new host, in the wrong place"],
+    );
+    let commit = git(&repo, &["rev-parse", "HEAD"]);
+    wait_until_applied(&data, &commit, &server);
+
+    let log = server.log();
+    assert!(
+        log.contains("the revision is valid but has warnings:\nhots: warning: `hots` holds .toml"),
+        "{log}"
+    );
+    assert!(log.contains("did you mean `hosts/`?"), "{log}");
+}
+
+#[test]
 fn an_invalid_first_revision_says_nothing_is_applied_yet() {
     let dir = tempfile::tempdir().expect("temp dir");
     let repo = dir.path().join("config");

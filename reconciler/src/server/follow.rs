@@ -109,7 +109,11 @@ pub fn consider(server: &Server, fetched: &Fetched) {
     }
 }
 
-/// The configuration of a revision, or the errors that make it invalid, as text.
+/// How many warnings of a valid revision are logged; `restic-manager validate` shows them all.
+const WARNINGS_LOGGED: usize = 20;
+
+/// The configuration of a revision, or the errors that make it invalid, as text. The
+/// warnings of a valid one (a misspelt directory whose files are not read) are logged.
 fn read_config(server: &Server, repo: &std::path::Path, commit: &str) -> Result<Config, String> {
     let files = crate::git::read_revision(repo, commit).map_err(|e| e.to_string())?;
     let mut loaded = crate::config::load(&files);
@@ -124,9 +128,36 @@ fn read_config(server: &Server, repo: &std::path::Path, commit: &str) -> Result<
         );
     }
     match loaded.config {
-        Some(config) if !loaded.diagnostics.has_errors() => Ok(config),
+        Some(config) if !loaded.diagnostics.has_errors() => {
+            log_warnings(&loaded.diagnostics);
+            Ok(config)
+        }
         _ => Err(loaded.diagnostics.render_text(false)),
     }
+}
+
+/// Logs the first [`WARNINGS_LOGGED`] warnings of a valid revision in one event.
+fn log_warnings(diagnostics: &crate::config::Diagnostics) {
+    let warnings = diagnostics.items();
+    if warnings.is_empty() {
+        return;
+    }
+    let mut text: Vec<String> = warnings
+        .iter()
+        .take(WARNINGS_LOGGED)
+        .map(crate::config::Diagnostic::headline)
+        .collect();
+    if warnings.len() > WARNINGS_LOGGED {
+        text.push(format!(
+            "and {} more; `restic-manager validate` lists them all",
+            warnings.len() - WARNINGS_LOGGED
+        ));
+    }
+    warn!(
+        warnings = warnings.len(),
+        "the revision is valid but has warnings:\n{}",
+        text.join("\n")
+    );
 }
 
 /// At start: puts the last applied revision back in force without applying it again, and
