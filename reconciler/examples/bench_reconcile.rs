@@ -63,17 +63,32 @@ fn main() {
     };
     let (_, first_apply) = timed(|| {
         store
-            .apply_revision(&revision("a"), old_state.clone(), None)
+            .apply_revision(
+                &revision("a"),
+                old_state.clone(),
+                None,
+                &reconcile::ChangedKeys::between(None, &old),
+            )
             .expect("apply")
     });
     let (actions, change_apply) = timed(|| {
         store
-            .apply_revision(&revision("b"), new_state.clone(), None)
+            .apply_revision(
+                &revision("b"),
+                new_state.clone(),
+                None,
+                &reconcile::ChangedKeys::between(Some(&old), &new),
+            )
             .expect("apply")
     });
     let (_, same_apply) = timed(|| {
         store
-            .apply_revision(&revision("c"), new_state.clone(), None)
+            .apply_revision(
+                &revision("c"),
+                new_state.clone(),
+                None,
+                &reconcile::ChangedKeys::between(Some(&new), &new),
+            )
             .expect("apply")
     });
     let (states, read_states) = timed(|| store.schedule_states().expect("states"));

@@ -16,7 +16,7 @@ use gix::bstr::ByteSlice as _;
 use gix::objs::tree::EntryKind;
 
 use crate::config::source::{
-    ConfigFile, ConfigFiles, KIND_DIRS, MAX_FILE_BYTES, resolve_link, too_big,
+    ConfigFile, ConfigFiles, KIND_DIRS, MAX_FILE_BYTES, resolve_link, too_big, unknown_dir,
 };
 
 /// The longest symlink target read from a tree; real targets are paths, far shorter.
@@ -243,7 +243,38 @@ pub fn read_revision(repo: &Path, rev: &str) -> Result<ConfigFiles, GitError> {
             }
         }
     }
+    for name in other_dirs_with_toml(&git, &root).map_err(read("a directory"))? {
+        found.skipped.push((name.clone(), unknown_dir(&name)));
+    }
     Ok(found)
+}
+
+/// The top-level trees besides the four kinds that hold `.toml` entries directly, sorted as
+/// [`read_dir`](crate::config::source::read_dir) sorts them. Hidden ones are left out.
+fn other_dirs_with_toml(
+    git: &gix::Repository,
+    root: &gix::Tree<'_>,
+) -> Result<Vec<String>, gix::Error> {
+    let mut names = Vec::new();
+    for entry in root.iter().flatten() {
+        let Ok(name) = entry.filename().to_str() else {
+            continue;
+        };
+        if !entry.mode().is_tree() || name.starts_with('.') || KIND_DIRS.contains(&name) {
+            continue;
+        }
+        let tree = git.find_tree(entry.object_id())?;
+        let holds_toml = tree.iter().flatten().any(|file| {
+            !file.mode().is_tree()
+                && !file.mode().is_commit()
+                && file.filename().ends_with(b".toml")
+        });
+        if holds_toml {
+            names.push(name.to_owned());
+        }
+    }
+    names.sort();
+    Ok(names)
 }
 
 /// Reads one tree entry of a kind directory, or records why it was skipped.
@@ -1005,6 +1036,10 @@ mod tests {
         write(repo.path(), "hosts/sub/x.toml", b"");
         write(repo.path(), "policies/p.toml", b"p = 2\n");
         write(repo.path(), "notifications", b"");
+        write(repo.path(), "hots/typo.toml", b"");
+        write(repo.path(), "docs/notes.md", b"");
+        write(repo.path(), ".config/x.toml", b"");
+        write(repo.path(), "nested/deeper/y.toml", b"");
         symlink(repo.path(), "hosts/escape.toml", "../../outside.toml");
         symlink(repo.path(), "hosts/web-2.toml", "web-1.toml");
         commit_all(repo.path(), "mixed");
@@ -1013,6 +1048,13 @@ mod tests {
         let from_disk = read_dir(repo.path()).expect("directory reads");
 
         assert_eq!(format!("{from_git:?}"), format!("{from_disk:?}"));
+        let unknown: Vec<&str> = from_git
+            .skipped
+            .iter()
+            .filter(|(_, why)| why.starts_with("holds .toml files"))
+            .map(|(path, _)| path.as_str())
+            .collect();
+        assert_eq!(unknown, ["hots"]);
     }
 
     #[test]

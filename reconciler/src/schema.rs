@@ -44,6 +44,13 @@ pub fn schema_value(kind: &str) -> Option<&'static Value> {
     values.iter().find(|(k, _)| *k == kind).map(|(_, v)| v)
 }
 
+/// The schema of any type as a JSON value, generated as the files in `schema/` are; the
+/// server's settings file is checked against its own this way.
+#[must_use]
+pub fn schema_of<T: JsonSchema>() -> Value {
+    serde_json::from_str(&render::<T>()).expect("a generated schema parses")
+}
+
 /// Generates one schema as pretty JSON.
 ///
 /// The draft is pinned rather than left to schemars' default, which may change between

@@ -52,6 +52,12 @@ pub enum SecretsError {
     #[error("identity file {} is not UTF-8 text", path.display())]
     IdentityNotText { path: PathBuf },
     #[error(
+        "{} is {kind}, not an identity file; pass the file `restic-manager keygen` wrote \
+         (e.g. {DEFAULT_IDENTITY_FILE})",
+        path.display()
+    )]
+    IdentityNotAFile { path: PathBuf, kind: &'static str },
+    #[error(
         "identity file {} holds no age secret key: expected a line starting with \
          `{SECRET_KEY_PREFIX}` as written by `restic-manager keygen` or `age-keygen`",
         path.display()
@@ -133,7 +139,21 @@ pub fn load_identity(path: &Path) -> Result<Identity, SecretsError> {
         source,
     };
     let file = std::fs::File::open(path).map_err(read_error)?;
-    warn_if_shared(path, &file);
+    let meta = file.metadata().map_err(read_error)?;
+    // A directory opens fine on Unix and only fails at the first read; say what it is, and
+    // say nothing about its mode.
+    if !meta.is_file() {
+        let kind = if meta.is_dir() {
+            "a directory"
+        } else {
+            "not a regular file"
+        };
+        return Err(SecretsError::IdentityNotAFile {
+            path: path.to_owned(),
+            kind,
+        });
+    }
+    warn_if_shared(path, &meta);
 
     // Read into a buffer sized up front so the secret is never copied by a reallocation, and
     // keep it in a zeroing wrapper from then on.
@@ -192,12 +212,9 @@ fn parse_identity(path: &Path, text: &str) -> Result<Identity, SecretsError> {
 }
 
 /// Warns when group or others have any access to the identity file.
-fn warn_if_shared(path: &Path, file: &std::fs::File) {
+fn warn_if_shared(path: &Path, meta: &std::fs::Metadata) {
     use std::os::unix::fs::PermissionsExt as _;
 
-    let Ok(meta) = file.metadata() else {
-        return;
-    };
     let mode = meta.permissions().mode() & 0o777;
     if mode & 0o077 != 0 {
         tracing::warn!(
@@ -498,6 +515,13 @@ fn whitespace_warning(what: &str, found: Whitespace) -> String {
 /// Fails only when the identity itself cannot be read.
 pub fn check_openable(identity_file: &Path, loaded: &mut Loaded) -> anyhow::Result<()> {
     let identity = load_identity(identity_file)?;
+    check_openable_with(&identity, identity_file, loaded);
+    Ok(())
+}
+
+/// [`check_openable`] with an identity already loaded (the server's, read once at start);
+/// `identity_file` only names it in the errors.
+pub fn check_openable_with(identity: &Identity, identity_file: &Path, loaded: &mut Loaded) {
     let shown = identity_file.display();
     let recipient = identity.to_public();
     let d = &mut loaded.diagnostics;
@@ -508,7 +532,7 @@ pub fn check_openable(identity_file: &Path, loaded: &mut Loaded) -> anyhow::Resu
             Some(sealed.span.clone()),
             &sealed.what,
         );
-        let secret = match open_armor(&identity, &sealed.armor) {
+        let secret = match open_armor(identity, &sealed.armor) {
             Ok(secret) => secret,
             Err(e) => {
                 let help = match e {
@@ -593,7 +617,6 @@ pub fn check_openable(identity_file: &Path, loaded: &mut Loaded) -> anyhow::Resu
         loaded.config = None;
     }
     loaded.diagnostics.sort();
-    Ok(())
 }
 
 #[cfg(test)]
@@ -1043,6 +1066,22 @@ mod tests {
             ]
         );
         assert!(loaded.config.is_some());
+    }
+
+    #[test]
+    fn a_directory_as_identity_is_named_as_one() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let Err(err) = load_identity(dir.path()) else {
+            panic!("a directory must be refused");
+        };
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "{} is a directory, not an identity file; pass the file `restic-manager keygen` \
+                 wrote (e.g. ./data/identity.txt)",
+                dir.path().display()
+            )
+        );
     }
 
     #[test]

@@ -9,6 +9,7 @@ mod plan;
 mod schema;
 mod secrets;
 mod serve;
+mod serve_start;
 mod show;
 mod validate;
 mod validate_rev;

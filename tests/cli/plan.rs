@@ -269,3 +269,31 @@ fn an_unknown_base_is_an_error() {
     assert_eq!(out.code, 2);
     assert!(out.stderr.contains("no-such-branch"), "{}", out.stderr);
 }
+
+#[test]
+fn a_misspelt_directory_in_the_head_revision_is_warned_about() {
+    let repo = example_git_repo();
+    write(
+        repo.path(),
+        "hots/web-9.toml",
+        b"labels = { role = \"web\" }\n",
+    );
+    git(repo.path(), &["add", "-A"]);
+    git(
+        repo.path(),
+        &["commit", "-q", "-m", "a new host, in the wrong place"],
+    );
+
+    let out = plan(repo.path(), &[]);
+
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stderr.contains(
+            "hots: warning: `hots` holds .toml files but is not one of the object directories \
+             (hosts/, policies/, repositories/, notifications/), so none of them is read; did \
+             you mean `hosts/`?"
+        ),
+        "{}",
+        out.stderr
+    );
+}

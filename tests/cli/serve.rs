@@ -227,6 +227,61 @@ fn post_hook(addr: &str, body: &str, headers: &[(&str, String)]) -> u16 {
         .unwrap_or_else(|| panic!("no status line in {response:?}"))
 }
 
+/// Sends only the head of a `POST /hooks/git` announcing a `length`-byte body; returns the
+/// status code the server answers before any of the body arrives.
+fn post_hook_head(addr: &str, length: u64) -> u16 {
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let head = format!(
+        "POST /hooks/git HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+         Content-Length: {length}\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).expect("send");
+    let mut response = [0_u8; 64];
+    let read = stream.read(&mut response).expect("an answer");
+    let response = String::from_utf8_lossy(&response[..read]).into_owned();
+    response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {response:?}"))
+}
+
+/// Sends SIGTERM and waits up to `timeout` for the server to exit; returns how long it took.
+pub fn terminate(server: &mut ServerProcess, timeout: Duration) -> Duration {
+    let started = Instant::now();
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &server.child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success(), "kill -TERM failed");
+    let exited = wait_for(timeout, || server.child.try_wait().expect("status"));
+    let status = exited.unwrap_or_else(|| {
+        panic!(
+            "the server did not exit within {timeout:?} of SIGTERM:\n{}",
+            server.log()
+        )
+    });
+    assert!(status.success(), "{status}:\n{}", server.log());
+    started.elapsed()
+}
+
+/// The details of the `webhook-refused` audit entries, oldest first.
+fn refusals_audited(data: &Path) -> Vec<String> {
+    let Some(db) = state(data) else {
+        return Vec::new();
+    };
+    let mut stmt = db
+        .prepare("SELECT detail FROM audit WHERE action = 'webhook-refused' ORDER BY seq")
+        .expect("query");
+    stmt.query_map([], |row| row.get(0))
+        .expect("rows")
+        .collect::<Result<_, _>>()
+        .expect("details")
+}
+
 fn github_signature(secret: &str, body: &str) -> String {
     let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).expect("key");
     mac.update(body.as_bytes());
@@ -255,7 +310,7 @@ fn a_committed_schedule_change_is_stored_and_audited_within_two_seconds_via_the_
 }
 
 #[test]
-fn a_signed_webhook_fetches_at_once_and_a_bad_signature_is_refused_and_audited() {
+fn a_signed_webhook_fetches_at_once_and_refusals_are_audited_without_flooding_the_log() {
     let dir = tempfile::tempdir().expect("temp dir");
     let work = example_work_tree(dir.path());
     // The server follows a bare "remote", so only the webhook (not a watch) can tell it early.
@@ -278,7 +333,7 @@ fn a_signed_webhook_fetches_at_once_and_a_bad_signature_is_refused_and_audited()
     std::fs::write(&secret_file, "s3cret-for-tests\n").expect("secret");
     let data = dir.path().join("data");
     let url = format!("file://{}", remote.display());
-    let server = start_server(
+    let mut server = start_server(
         &url,
         &data,
         &[
@@ -314,25 +369,21 @@ fn a_signed_webhook_fetches_at_once_and_a_bad_signature_is_refused_and_audited()
         post_hook(&server.addr, &body, &[("X-Hub-Signature-256", wrong)]),
         401
     );
+    // A body over the limit is refused before it is read.
+    assert_eq!(post_hook_head(&server.addr, 2_000_000), 413);
     assert_eq!(
         schedule_of(&data, "web-1", "system", "backup").map(|s| s.contains("50 1")),
         Some(false),
         "a refused webhook must not fetch"
     );
-    let refused = wait_for(Duration::from_secs(5), || {
-        let n: i64 = state(&data)?
-            .query_row(
-                "SELECT count(*) FROM audit WHERE action = 'webhook-refused'",
-                [],
-                |row| row.get(0),
-            )
-            .ok()?;
-        (n >= 3).then_some(n)
-    });
+    // The first refusal is audited and logged; the next ones within a minute are counted.
+    let first_refusal = wait_for(Duration::from_secs(5), || {
+        refusals_audited(&data).into_iter().next()
+    })
+    .unwrap_or_else(|| panic!("the first refusal was not audited:\n{}", server.log()));
     assert!(
-        refused.is_some(),
-        "refused webhooks are audited:\n{}",
-        server.log()
+        first_refusal.contains("X-Hub-Signature-256"),
+        "{first_refusal}"
     );
 
     let good = github_signature("s3cret-for-tests", &body);
@@ -347,6 +398,39 @@ fn a_signed_webhook_fetches_at_once_and_a_bad_signature_is_refused_and_audited()
     assert!(
         seen.is_some(),
         "the change was not stored and audited within 2 s of the webhook:\n{}",
+        server.log()
+    );
+
+    assert_eq!(
+        refusals_audited(&data).len(),
+        1,
+        "{:?}",
+        refusals_audited(&data)
+    );
+    assert_eq!(
+        server.log().matches("webhook refused").count(),
+        1,
+        "{}",
+        server.log()
+    );
+
+    // At shutdown the counted ones are audited as one summary.
+    terminate(&mut server, Duration::from_secs(10));
+    let audited = refusals_audited(&data);
+    assert_eq!(audited.len(), 2, "{audited:?}");
+    assert!(
+        audited[1].contains("3 more refused webhook requests since"),
+        "{audited:?}"
+    );
+    assert!(
+        audited[1].contains("2000000 bytes, more than the 1048576 bytes"),
+        "{audited:?}"
+    );
+    assert!(
+        server
+            .log()
+            .contains("3 more refused webhook requests since"),
+        "{}",
         server.log()
     );
 }
@@ -394,7 +478,9 @@ fn an_invalid_revision_after_a_valid_one_is_recorded_and_the_last_good_one_stays
     let schedule = schedule_of(&data, "web-1", "system", "backup").expect("kept");
     assert!(schedule.contains("30 1 * * *"), "{schedule}");
     assert!(
-        server.log().contains("revision is invalid"),
+        server
+            .log()
+            .contains("revision is invalid; the last good revision stays in force"),
         "{}",
         server.log()
     );
@@ -410,6 +496,107 @@ fn an_invalid_revision_after_a_valid_one_is_recorded_and_the_last_good_one_stays
         "{}",
         server.log()
     );
+}
+
+#[test]
+fn a_changed_assignment_is_audited_with_the_keys_that_changed() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let Following {
+        repo, data, server, ..
+    } = following_example(dir.path());
+    let path = repo.join("policies/system.toml");
+    let text = std::fs::read_to_string(&path).expect("policy");
+    let changed = text
+        .replace("max-duration = \"4h\"", "max-duration = \"6h\"")
+        .replace("keep-daily = 7", "keep-daily = 10");
+    assert_ne!(changed, text);
+    std::fs::write(&path, changed).expect("write");
+    git(
+        &repo,
+        &["commit", "-q", "-am", "longer backups, more dailies"],
+    );
+    let commit = git(&repo, &["rev-parse", "HEAD"]);
+    wait_until_applied(&data, &commit, &server);
+
+    let detail = |subject: &str| -> String {
+        state(&data)
+            .and_then(|db| {
+                db.query_row(
+                    "SELECT detail FROM audit WHERE action = 'assignment-changed' \
+                     AND subject = ?1 AND commit_id = ?2",
+                    [subject, &commit],
+                    |row| row.get(0),
+                )
+                .ok()
+            })
+            .unwrap_or_else(|| panic!("no entry for {subject}:\n{}", server.log()))
+    };
+    let backup = detail("web-1/system/backup");
+    assert!(
+        backup.contains("\"change\":\"changed: max-duration\""),
+        "{backup}"
+    );
+    let forget = detail("web-1/system/forget");
+    assert!(
+        forget.contains("\"change\":\"changed: retention.keep-daily\""),
+        "{forget}"
+    );
+}
+
+#[test]
+fn a_misspelt_directory_is_logged_as_a_warning_when_the_revision_is_applied() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let Following {
+        repo, data, server, ..
+    } = following_example(dir.path());
+    crate::common::write(&repo, "hots/web-9.toml", b"labels = { role = \"web\" }\n");
+    git(&repo, &["add", "-A"]);
+    git(
+        &repo,
+        &["commit", "-q", "-m", "a new host, in the wrong place"],
+    );
+    let commit = git(&repo, &["rev-parse", "HEAD"]);
+    wait_until_applied(&data, &commit, &server);
+
+    let log = server.log();
+    assert!(
+        log.contains("the revision is valid but has warnings:\nhots: warning: `hots` holds .toml"),
+        "{log}"
+    );
+    assert!(log.contains("did you mean `hosts/`?"), "{log}");
+}
+
+#[test]
+fn an_invalid_first_revision_says_nothing_is_applied_yet() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let repo = dir.path().join("config");
+    copy_tree(&example_repo(), &repo);
+    let policy = repo.join("policies/system.toml");
+    let text = std::fs::read_to_string(&policy).expect("policy");
+    std::fs::write(&policy, text + "keep-forever = true\n").expect("write");
+    git(&repo, &["init", "-q"]);
+    git(&repo, &["add", "-A"]);
+    git(&repo, &["commit", "-q", "-m", "invalid from the start"]);
+    let data = dir.path().join("data");
+    let server = start_server(
+        repo.to_str().expect("utf-8"),
+        &data,
+        &["--poll-interval", "1h"],
+    );
+
+    let said = wait_for(Duration::from_secs(10), || {
+        let log = server.log();
+        log.contains("revision is invalid").then_some(log)
+    })
+    .unwrap_or_else(|| panic!("the invalid revision was not logged:\n{}", server.log()));
+    assert!(
+        said.contains(
+            "revision is invalid; no revision has been applied yet, so nothing is scheduled \
+             until a valid revision arrives"
+        ),
+        "{said}"
+    );
+    assert!(!said.contains("last good revision"), "{said}");
 }
 
 #[test]
@@ -442,6 +629,103 @@ fn a_force_push_is_followed_and_audited_as_rewritten_history() {
     assert_eq!(applied_commit(&data).as_deref(), Some(rewritten.as_str()));
     let schedule = schedule_of(&data, "web-1", "system", "backup").expect("stored");
     assert!(schedule.contains("20 1 * * *"), "{schedule}");
+}
+
+#[test]
+fn a_force_push_over_an_invalid_tip_names_that_tip_and_the_last_applied_commit() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let Following {
+        repo,
+        data,
+        server,
+        head: base,
+    } = following_example(dir.path());
+    let path = repo.join("policies/system.toml");
+    let text = std::fs::read_to_string(&path).expect("policy");
+    std::fs::write(&path, text + "keep-forever = true\n").expect("write");
+    git(&repo, &["commit", "-q", "-am", "typo in a key"]);
+    let invalid = git(&repo, &["rev-parse", "HEAD"]);
+    wait_for(Duration::from_secs(5), || {
+        let (status, _) = revision_status(&data, &invalid)?;
+        (status == "invalid").then_some(())
+    })
+    .unwrap_or_else(|| panic!("the invalid revision was not recorded:\n{}", server.log()));
+
+    git(&repo, &["reset", "-q", "--hard", &base]);
+    let rewritten = change_schedule(&repo, "20 1 * * *");
+    wait_until_applied(&data, &rewritten, &server);
+    let detail: String = state(&data)
+        .and_then(|db| {
+            db.query_row(
+                "SELECT detail FROM audit WHERE action = 'history-rewritten' AND commit_id = ?1",
+                [&rewritten],
+                |row| row.get(0),
+            )
+            .ok()
+        })
+        .unwrap_or_else(|| panic!("the rewrite was not audited:\n{}", server.log()));
+    assert!(
+        detail.contains(&format!(
+            "the branch no longer contains {invalid}, the tip fetched before, which was not \
+             applied; the last applied commit was {base}; following the new tip {rewritten}"
+        )),
+        "{detail}"
+    );
+}
+
+#[test]
+fn following_a_bare_repository_does_not_log_the_watchers_noise_by_default() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let work = example_work_tree(dir.path());
+    let bare = dir.path().join("bare.git");
+    git(
+        dir.path(),
+        &[
+            "clone",
+            "-q",
+            "--bare",
+            work.to_str().expect("utf-8"),
+            "bare.git",
+        ],
+    );
+    let data = dir.path().join("data");
+    let log = dir.path().join("serve.log");
+    // No RUST_LOG: the default filter.
+    let child = restic_manager()
+        .args(["serve", "--repository", bare.to_str().expect("utf-8")])
+        .arg("--data-dir")
+        .arg(&data)
+        .arg("--identity")
+        .arg(workspace().join("examples/demo-identity.txt"))
+        .args([
+            "--poll-interval",
+            "1h",
+            "--listen",
+            &format!("127.0.0.1:{}", free_port()),
+        ])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log file"))
+        .spawn()
+        .expect("serve starts");
+    let server = ServerProcess {
+        child,
+        addr: String::new(),
+        log,
+    };
+    wait_until_applied(&data, &git(&work, &["rev-parse", "HEAD"]), &server);
+
+    for cron in ["10 1 * * *", "20 1 * * *"] {
+        let commit = change_schedule(&work, cron);
+        git(
+            &work,
+            &["push", "-q", bare.to_str().expect("utf-8"), "main"],
+        );
+        wait_until_applied(&data, &commit, &server);
+    }
+
+    let text = server.log();
+    assert_eq!(text.matches("revision applied").count(), 3, "{text}");
+    assert!(!text.contains("notify"), "{text}");
 }
 
 #[test]
@@ -478,8 +762,17 @@ fn an_unreachable_remote_at_start_is_reported_and_the_server_keeps_running() {
     let said = wait_for(Duration::from_secs(10), || {
         let log = server.log();
         log.contains("cannot fetch").then_some(log)
-    });
-    assert!(said.is_some(), "{}", server.log());
+    })
+    .unwrap_or_else(|| panic!("{}", server.log()));
+    // Nothing was ever applied: the log does not speak of a last good revision.
+    assert!(
+        said.contains(
+            "cannot fetch the config repository; no revision has been applied yet, so nothing \
+             is scheduled until a fetch succeeds"
+        ),
+        "{said}"
+    );
+    assert!(!said.contains("last good revision"), "{said}");
     assert!(
         server.child.try_wait().expect("status").is_none(),
         "the server must keep running:\n{}",
@@ -488,8 +781,47 @@ fn an_unreachable_remote_at_start_is_reported_and_the_server_keeps_running() {
 }
 
 #[test]
+fn sigterm_during_a_fetch_that_hangs_exits_after_a_short_grace() {
+    // A "remote" that accepts connections and never answers.
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let (accepted_tx, accepted) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming().flatten() {
+            held.push(stream);
+            let _ = accepted_tx.send(());
+        }
+    });
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().join("data");
+    let url = format!("http://127.0.0.1:{port}/fleet.git");
+    let mut server = start_server(&url, &data, &["--poll-interval", "1h"]);
+    accepted
+        .recv_timeout(Duration::from_secs(10))
+        .unwrap_or_else(|_| panic!("the server never connected:\n{}", server.log()));
+    // The fetch is now waiting for an answer that never comes.
+    wait_for(Duration::from_secs(10), || {
+        server.log().contains("listening").then_some(())
+    })
+    .unwrap_or_else(|| panic!("not listening:\n{}", server.log()));
+
+    let took = terminate(&mut server, Duration::from_secs(10));
+
+    assert!(took < Duration::from_secs(5), "{took:?}:\n{}", server.log());
+    assert!(
+        server.log().contains(
+            "the fetch in progress did not stop within its grace after shutdown; abandoned"
+        ),
+        "{}",
+        server.log()
+    );
+}
+
+#[test]
 fn a_data_directory_that_cannot_be_written_is_a_clear_error_at_start() {
     let dir = tempfile::tempdir().expect("temp dir");
+    let repo = example_work_tree(dir.path());
     let file = dir.path().join("not-a-dir");
     std::fs::write(&file, "x").expect("write");
     let out = crate::common::run(
@@ -497,7 +829,7 @@ fn a_data_directory_that_cannot_be_written_is_a_clear_error_at_start() {
             .args([
                 "serve",
                 "--repository",
-                "/nonexistent",
+                repo.to_str().expect("utf-8"),
                 "--listen",
                 "127.0.0.1:0",
             ])
@@ -508,30 +840,6 @@ fn a_data_directory_that_cannot_be_written_is_a_clear_error_at_start() {
     );
     assert_eq!(out.code, 2, "{}", out.stderr);
     assert!(out.stderr.contains("not-a-dir"), "{}", out.stderr);
-}
-
-#[test]
-fn a_missing_identity_says_how_to_create_one() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let out = crate::common::run(
-        restic_manager()
-            .args([
-                "serve",
-                "--repository",
-                "/nonexistent",
-                "--listen",
-                "127.0.0.1:0",
-            ])
-            .arg("--data-dir")
-            .arg(dir.path().join("data")),
-    );
-    assert_eq!(out.code, 2, "{}", out.stderr);
-    assert!(
-        out.stderr.contains("restic-manager keygen"),
-        "{}",
-        out.stderr
-    );
-    assert!(out.stderr.contains("identity.txt"), "{}", out.stderr);
 }
 
 /// Runs the server until it has applied the example and stops it; returns the data dir.
@@ -599,6 +907,7 @@ fn audit_verify_passes_an_intact_log_and_names_the_first_tampered_entry() {
 #[test]
 fn a_corrupt_state_database_is_a_clear_error_at_start_and_is_left_alone() {
     let dir = tempfile::tempdir().expect("temp dir");
+    let repo = example_work_tree(dir.path());
     let data = dir.path().join("data");
     std::fs::create_dir_all(&data).expect("mkdir");
     let junk = b"SQLite format 3\0 but then nothing sensible".repeat(200);
@@ -608,7 +917,7 @@ fn a_corrupt_state_database_is_a_clear_error_at_start_and_is_left_alone() {
             .args([
                 "serve",
                 "--repository",
-                "/nonexistent",
+                repo.to_str().expect("utf-8"),
                 "--listen",
                 "127.0.0.1:0",
             ])
@@ -646,7 +955,7 @@ fn a_read_only_data_directory_is_a_clear_error_at_start_with_no_partial_write() 
     .args([
         "serve",
         "--repository",
-        "/nonexistent",
+        dir.path().join("config").to_str().expect("utf-8"),
         "--listen",
         "127.0.0.1:0",
     ])
@@ -715,19 +1024,15 @@ fn a_second_server_on_a_data_directory_in_use_is_refused_and_writes_nothing() {
 #[test]
 fn a_deleted_state_database_in_a_used_data_directory_is_refused_not_recreated() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let data = applied_example(dir.path());
+    let Following { repo, data, .. } = following_example(dir.path());
     for name in ["state.db", "state.db-wal", "state.db-shm"] {
         let _ = std::fs::remove_file(data.join(name));
     }
     let out = crate::common::run(
         restic_manager()
-            .args([
-                "serve",
-                "--repository",
-                "/nonexistent",
-                "--listen",
-                "127.0.0.1:0",
-            ])
+            .args(["serve", "--repository"])
+            .arg(&repo)
+            .args(["--listen", "127.0.0.1:0"])
             .arg("--data-dir")
             .arg(&data)
             .arg("--identity")
@@ -739,5 +1044,74 @@ fn a_deleted_state_database_in_a_used_data_directory_is_refused_not_recreated() 
     assert!(
         !data.join("state.db").exists(),
         "no empty database was made"
+    );
+}
+
+/// `GET path` over plain HTTP; returns the body.
+fn http_get(addr: &str, path: &str) -> String {
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).expect("send");
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    response
+}
+
+#[test]
+fn the_audit_page_checks_only_new_entries_after_the_first_walk_and_says_so() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let Following {
+        repo, data, server, ..
+    } = following_example(dir.path());
+    let entries = || -> i64 {
+        state(&data)
+            .and_then(|db| {
+                db.query_row("SELECT max(seq) FROM audit", [], |row| row.get(0))
+                    .ok()
+            })
+            .expect("entries")
+    };
+    let walked = |page: &str| -> String {
+        let at = page
+            .find("This server walked the whole chain on ")
+            .unwrap_or_else(|| panic!("{page}"));
+        page[at..].split(';').next().expect("a time").to_owned()
+    };
+
+    let first = http_get(&server.addr, "/audit");
+    let count = entries();
+    assert!(
+        first.contains(&format!(
+            "The audit log is intact: all {count} entries fit the hash chain"
+        )),
+        "{first}"
+    );
+    assert!(first.contains("restic-manager audit verify"), "{first}");
+
+    let commit = change_schedule(&repo, "55 1 * * *");
+    wait_until_applied(&data, &commit, &server);
+    let second = http_get(&server.addr, "/audit");
+    let grown = entries();
+    assert!(grown > count);
+    assert!(
+        second.contains(&format!("all {grown} entries fit the hash chain")),
+        "{second}"
+    );
+    assert_eq!(walked(&second), walked(&first));
+
+    // The chain rewritten from the last checked entry on is noticed on the next visit.
+    let db = rusqlite::Connection::open(data.join("state.db")).expect("open");
+    db.execute_batch("DROP TRIGGER audit_is_append_only_update;")
+        .expect("drop trigger");
+    db.execute("UPDATE audit SET hash = 'forged' WHERE seq = ?1", [grown])
+        .expect("tamper");
+    drop(db);
+    let third = http_get(&server.addr, "/audit");
+    assert!(
+        third.contains(&format!("The audit log is broken at entry {grown}")),
+        "{third}"
     );
 }

@@ -168,6 +168,37 @@ fn selector_matching_nothing_is_a_warning() {
 }
 
 #[test]
+fn a_misspelt_object_directory_is_a_warning_naming_the_likely_one() {
+    let dir = minimal_with(&[("hots/a.toml", "labels = { role = \"web\" }\n")]);
+    write(dir.path(), "docs/notes.md", b"not config");
+    write(dir.path(), ".github/settings.toml", b"");
+
+    let (code, output) = validate(dir.path());
+
+    assert_eq!(code, 0, "{output}");
+    assert!(
+        output.contains(
+            "hots: warning: `hots` holds .toml files but is not one of the object directories \
+             (hosts/, policies/, repositories/, notifications/), so none of them is read; did \
+             you mean `hosts/`?"
+        ),
+        "{output}"
+    );
+    assert!(!output.contains("docs"), "{output}");
+    assert!(!output.contains(".github"), "{output}");
+
+    // The same warning for a revision, and for a directory with nothing else in it.
+    let lone = crate::common::config_dir(&[("polices/system.toml", "")]);
+    let (code, output) = validate(lone.path());
+    assert_eq!(code, 1, "{output}");
+    assert!(output.contains("did you mean `policies/`?"), "{output}");
+    assert!(
+        output.contains("this does not look like a config repository"),
+        "{output}"
+    );
+}
+
+#[test]
 fn policy_without_retention_is_a_warning() {
     let dir = minimal_with(&[(
         "policies/system.toml",

@@ -13,7 +13,7 @@ mod validate;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
 
 /// `GitOps` control plane for restic backups.
 #[derive(Debug, Parser)]
@@ -53,8 +53,14 @@ pub enum Format {
 /// Parses the command line, runs the subcommand and returns its exit code.
 #[must_use]
 pub fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
-        Ok(cli) => cli,
+    // The matches are kept: `serve` names the environment variable, not the flag, in an
+    // error about a value that came from the environment.
+    let parsed = Cli::command()
+        .try_get_matches()
+        .and_then(|matches| Cli::from_arg_matches(&matches).map(|cli| (cli, matches)))
+        .map_err(|e| e.format(&mut Cli::command()));
+    let (cli, matches) = match parsed {
+        Ok(parsed) => parsed,
         Err(e) => {
             let code = if e.use_stderr() { 2 } else { 0 };
             let _ = e.print();
@@ -73,22 +79,33 @@ pub fn main() -> ExitCode {
         Command::Plan(args) => plan::run(&args),
         Command::Keygen(args) => keys::keygen(&args),
         Command::Seal(args) => keys::seal(&args),
-        Command::Serve(args) => serve::run(args),
+        Command::Serve(args) => serve::run(args, matches.subcommand_matches("serve")),
         Command::Audit(args) => audit::run(&args),
         Command::Demo(args) => demo::run(args),
     };
     ExitCode::from(code)
 }
 
-/// Logs go to stderr (stdout is for data), filtered by `RUST_LOG`, else at `default`.
+/// Crates whose info lines are noise to an operator, quieted to warnings by default: the
+/// `notify` crate logs one line for each watch it cannot remove, several per push into a
+/// watched bare repository, although nothing is wrong.
+const QUIET_BY_DEFAULT: &str = "notify=warn";
+
+/// Logs go to stderr (stdout is for data), filtered by `RUST_LOG`, else at `default` with
+/// [`QUIET_BY_DEFAULT`]. A `RUST_LOG` is taken as it is, so `RUST_LOG=notify=debug` still
+/// shows those lines.
 fn init_tracing(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+        .unwrap_or_else(|_| default_filter(default));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(use_color(&std::io::stderr()))
         .init();
+}
+
+fn default_filter(default: &str) -> tracing_subscriber::EnvFilter {
+    tracing_subscriber::EnvFilter::new(format!("{default},{QUIET_BY_DEFAULT}"))
 }
 
 /// The async runtime of the long-running commands; `None` (after saying why) when it cannot

@@ -132,11 +132,18 @@ fn valid_base(
     load_valid(args, &base_rev, "base").map(|config| (base_rev, config, None))
 }
 
-/// Loads a revision; a revision that does not validate makes plan fail with its errors.
+/// Loads a revision; a revision that does not validate makes plan fail with its errors. The
+/// head revision's warnings (a misspelt directory whose files are not read, a host without
+/// a key) go to stderr, one line each: they are the change under review.
 fn load_valid(args: &Args, rev: &str, which: &str) -> anyhow::Result<Config> {
     let files = crate::git::read_revision(&args.repo, rev)?;
     let loaded = config::load(&files);
     if let Some(config) = loaded.config {
+        if which == "head" {
+            for item in loaded.diagnostics.items() {
+                print_err(&format!("{}\n", item.headline()));
+            }
+        }
         Ok(config)
     } else {
         print_err(

@@ -2,7 +2,9 @@
 
 use std::path::PathBuf;
 
-use crate::server::settings::{Overrides, Settings};
+use clap::parser::ValueSource;
+
+use crate::server::settings::{Key, Overrides, Settings, keys};
 
 /// Every option can also be set in the settings file (`--config`) and by its environment
 /// variable; a flag wins over the environment, which wins over the file.
@@ -43,8 +45,36 @@ pub struct Args {
     pub view_token_file: Option<PathBuf>,
 }
 
-/// Runs the server; 0 after a clean shutdown, 2 when it could not start.
-pub fn run(args: Args) -> u8 {
+/// How long the runtime waits at exit for blocking threads that are still running.
+const RUNTIME_GRACE: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Each setting's clap argument id (the field of [`Args`]) and its names.
+const ARGS: [(&str, Key); 9] = [
+    ("listen", keys::LISTEN),
+    ("data_dir", keys::DATA_DIR),
+    ("identity", keys::IDENTITY),
+    ("repository", keys::REPOSITORY),
+    ("branch", keys::BRANCH),
+    ("poll_interval", keys::POLL_INTERVAL),
+    ("webhook_secret_file", keys::WEBHOOK_SECRET_FILE),
+    ("view_allow", keys::VIEW_ALLOW),
+    ("view_token_file", keys::VIEW_TOKEN_FILE),
+];
+
+/// The settings whose value clap took from their environment variable.
+fn from_env(matches: Option<&clap::ArgMatches>) -> Vec<&'static str> {
+    let Some(matches) = matches else {
+        return Vec::new();
+    };
+    ARGS.iter()
+        .filter(|(id, _)| matches.value_source(id) == Some(ValueSource::EnvVariable))
+        .map(|(_, key)| key.name)
+        .collect()
+}
+
+/// Runs the server; 0 after a clean shutdown, 2 when it could not start. `matches` are the
+/// subcommand's, to tell a flag from its environment variable in errors.
+pub fn run(args: Args, matches: Option<&clap::ArgMatches>) -> u8 {
     let empty_as_none = |p: Option<PathBuf>| p.filter(|p| !p.as_os_str().is_empty());
     let over = Overrides {
         listen: args.listen,
@@ -56,6 +86,7 @@ pub fn run(args: Args) -> u8 {
         webhook_secret_file: empty_as_none(args.webhook_secret_file),
         view_allow: (!args.view_allow.is_empty()).then_some(args.view_allow),
         view_token_file: empty_as_none(args.view_token_file),
+        from_env: from_env(matches),
     };
     let settings = match Settings::resolve(empty_as_none(args.config).as_deref(), over) {
         Ok(settings) => settings,
@@ -67,11 +98,15 @@ pub fn run(args: Args) -> u8 {
     let Some(runtime) = super::runtime() else {
         return 2;
     };
-    match runtime.block_on(crate::server::serve(settings)) {
+    let code = match runtime.block_on(crate::server::serve(settings)) {
         Ok(()) => 0,
         Err(e) => {
             super::report_error(&e);
             2
         }
-    }
+    };
+    // What had to finish was awaited by the shutdown; a blocking thread still running is a
+    // fetch abandoned after its grace, which dropping the runtime would wait for.
+    runtime.shutdown_timeout(RUNTIME_GRACE);
+    code
 }

@@ -61,6 +61,11 @@ pub fn load(files: &ConfigFiles) -> Loaded {
     let mut d = Diagnostics::default();
     let mut sealed = Vec::new();
 
+    // Said first, so a lone `hots/` is named beside "this does not look like a config
+    // repository".
+    for (path, why) in &files.skipped {
+        d.warning(path, None, format!("`{path}` {why}"));
+    }
     if files.dirs_found == 0 {
         d.global_error(
             "no hosts/, policies/, repositories/ or notifications/ directory found: this does \
@@ -76,9 +81,6 @@ pub fn load(files: &ConfigFiles) -> Loaded {
             diagnostics: d,
             sealed,
         };
-    }
-    for (path, why) in &files.skipped {
-        d.warning(path, None, format!("`{path}` {why}"));
     }
     for (path, why) in &files.refused {
         d.error_help(

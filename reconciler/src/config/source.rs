@@ -3,7 +3,9 @@
 //! Both sources produce the same [`ConfigFiles`]: the `.toml` files found under the four object
 //! directories, each with its bytes or the reason it could not be read. The rules that protect
 //! the loader live here: files over [`MAX_FILE_BYTES`] are not read, symlinks that leave the
-//! repository are refused, and anything that is not a `.toml` file is reported and skipped.
+//! repository are refused, and anything that is not a `.toml` file is reported and skipped. A
+//! top-level directory that is not one of the four but holds `.toml` files (`hots/`) is
+//! reported too: its objects would otherwise go missing without a word.
 
 use std::path::{Component, Path, PathBuf};
 
@@ -112,7 +114,53 @@ pub fn read_dir(root: &Path) -> Result<ConfigFiles, SourceError> {
             }
         }
     }
+    for name in other_dirs_with_toml(root).map_err(io(root))? {
+        found.skipped.push((name.clone(), unknown_dir(&name)));
+    }
     Ok(found)
+}
+
+/// The top-level directories besides the four kinds that hold `.toml` files directly, sorted.
+/// Hidden directories, symlinks and checked-out submodules are left out, as git would see no
+/// tree of this repository there.
+fn other_dirs_with_toml(root: &Path) -> std::io::Result<Vec<String>> {
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(root)? {
+        let entry = entry?;
+        let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+            continue;
+        };
+        let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
+        if !is_dir
+            || name.starts_with('.')
+            || KIND_DIRS.contains(&name.as_str())
+            || entry.path().join(".git").exists()
+        {
+            continue;
+        }
+        let holds_toml = std::fs::read_dir(entry.path())?.flatten().any(|file| {
+            Path::new(&file.file_name())
+                .extension()
+                .is_some_and(|e| e == "toml")
+                && file.file_type().is_ok_and(|t| !t.is_dir())
+        });
+        if holds_toml {
+            names.push(name);
+        }
+    }
+    names.sort();
+    Ok(names)
+}
+
+/// Why a top-level directory of `.toml` files is not read, with the kind it likely means.
+#[must_use]
+pub fn unknown_dir(name: &str) -> String {
+    let hint = crate::config::load::suggest(name, KIND_DIRS)
+        .map_or_else(String::new, |kind| format!("; did you mean `{kind}/`?"));
+    format!(
+        "holds .toml files but is not one of the object directories (hosts/, policies/, \
+         repositories/, notifications/), so none of them is read{hint}"
+    )
 }
 
 /// Reads one directory entry, or records why it was skipped.

@@ -12,6 +12,7 @@ use tracing::{error, info, info_span, warn};
 use crate::config::model::Config;
 
 use super::model::{Action, RevisionInfo};
+use super::reconcile::ChangedKeys;
 use super::run::{Applied, Server};
 use super::scheduler::{self, Scheduler};
 use super::settings::{Settings, Source};
@@ -22,6 +23,16 @@ pub fn open_source(settings: &Settings) -> Result<GitSource, SourceError> {
     match &settings.source {
         Source::Local(path) => GitSource::local(path.clone(), &settings.branch),
         Source::Remote(url) => GitSource::remote(url, &settings.branch, &settings.data_dir),
+    }
+}
+
+/// What stays in force while a revision cannot be applied: the last good one, or, when none
+/// was ever applied, nothing until `until`.
+fn what_stays(server: &Server, until: &str) -> String {
+    if server.applied().is_some() {
+        "the last good revision stays in force".to_owned()
+    } else {
+        format!("no revision has been applied yet, so nothing is scheduled until {until}")
     }
 }
 
@@ -47,7 +58,8 @@ pub fn consider(server: &Server, fetched: &Fetched) {
             error!(
                 author = %revision.author,
                 summary = %revision.summary,
-                "revision is invalid; the last good revision stays in force:\n{errors}"
+                "revision is invalid; {}:\n{errors}",
+                what_stays(server, "a valid revision arrives")
             );
             let mut store = server.store.lock().expect("store lock");
             match store.record_revision(&revision, Err(&errors)) {
@@ -60,8 +72,15 @@ pub fn consider(server: &Server, fetched: &Fetched) {
 
     let validated = started.elapsed();
     let desired = super::reconcile::desired(&config);
+    let in_force = server.applied();
+    let changed = ChangedKeys::between(in_force.as_ref().map(|a| &a.config), &config);
     let mut store = server.store.lock().expect("store lock");
-    let applied = store.apply_revision(&revision, desired, fetched.rewritten_from.as_deref());
+    let applied = store.apply_revision(
+        &revision,
+        desired,
+        fetched.rewritten_from.as_deref(),
+        &changed,
+    );
     drop(store);
     match applied {
         Ok(actions) => {
@@ -90,21 +109,55 @@ pub fn consider(server: &Server, fetched: &Fetched) {
     }
 }
 
-/// The configuration of a revision, or the errors that make it invalid, as text.
+/// How many warnings of a valid revision are logged; `restic-manager validate` shows them all.
+const WARNINGS_LOGGED: usize = 20;
+
+/// The configuration of a revision, or the errors that make it invalid, as text. The
+/// warnings of a valid one (a misspelt directory whose files are not read) are logged.
 fn read_config(server: &Server, repo: &std::path::Path, commit: &str) -> Result<Config, String> {
     let files = crate::git::read_revision(repo, commit).map_err(|e| e.to_string())?;
     let mut loaded = crate::config::load(&files);
     if loaded.config.is_some() {
         // A sealed value the server cannot open would fail every job that needs it: the
-        // revision is refused instead, with the file and key named.
-        if let Err(e) = crate::secrets::check_openable(&server.settings.identity, &mut loaded) {
-            return Err(format!("{e:#}"));
-        }
+        // revision is refused instead, with the file and key named. The identity read at
+        // start is used, so its file is not read (nor warned about) again per revision.
+        crate::secrets::check_openable_with(
+            &server.identity,
+            &server.settings.identity,
+            &mut loaded,
+        );
     }
     match loaded.config {
-        Some(config) if !loaded.diagnostics.has_errors() => Ok(config),
+        Some(config) if !loaded.diagnostics.has_errors() => {
+            log_warnings(&loaded.diagnostics);
+            Ok(config)
+        }
         _ => Err(loaded.diagnostics.render_text(false)),
     }
+}
+
+/// Logs the first [`WARNINGS_LOGGED`] warnings of a valid revision in one event.
+fn log_warnings(diagnostics: &crate::config::Diagnostics) {
+    let warnings = diagnostics.items();
+    if warnings.is_empty() {
+        return;
+    }
+    let mut text: Vec<String> = warnings
+        .iter()
+        .take(WARNINGS_LOGGED)
+        .map(crate::config::Diagnostic::headline)
+        .collect();
+    if warnings.len() > WARNINGS_LOGGED {
+        text.push(format!(
+            "and {} more; `restic-manager validate` lists them all",
+            warnings.len() - WARNINGS_LOGGED
+        ));
+    }
+    warn!(
+        warnings = warnings.len(),
+        "the revision is valid but has warnings:\n{}",
+        text.join("\n")
+    );
 }
 
 /// At start: puts the last applied revision back in force without applying it again, and
@@ -182,6 +235,25 @@ pub async fn rebuild_schedules(server: Arc<Server>, shutdown: CancellationToken)
     }
 }
 
+/// How long shutdown waits for a fetch in progress to stop after being interrupted.
+pub const FETCH_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// At shutdown during a fetch: interrupts it and waits at most [`FETCH_GRACE`] for it. A
+/// fetch stuck where gix does not look at the interrupt flag (a remote that accepted the
+/// connection and never answers) is left to the process's exit.
+async fn abandon_at_shutdown<T>(
+    interrupt: &std::sync::atomic::AtomicBool,
+    fetch: tokio::task::JoinHandle<T>,
+) {
+    interrupt.store(true, std::sync::atomic::Ordering::Relaxed);
+    if tokio::time::timeout(FETCH_GRACE, fetch).await.is_err() {
+        warn!(
+            grace_ms = FETCH_GRACE.as_millis(),
+            "the fetch in progress did not stop within its grace after shutdown; abandoned"
+        );
+    }
+}
+
 /// Follows the config repository until `shutdown` fires.
 pub async fn follow(
     server: Arc<Server>,
@@ -214,14 +286,23 @@ pub async fn follow(
                 Err(e) => {
                     error!(
                         error = %e,
-                        "cannot fetch the config repository; the last good revision stays in force"
+                        "cannot fetch the config repository; {}",
+                        what_stays(&task_server, "a fetch succeeds")
                     );
                     task_server.set_source_error(Some(e.to_string()));
                 }
             }
             source
         });
-        source = match done.await {
+        let mut done = done;
+        let finished = tokio::select! {
+            finished = &mut done => finished,
+            () = shutdown.cancelled() => {
+                abandon_at_shutdown(&interrupt, done).await;
+                return;
+            }
+        };
+        source = match finished {
             Ok(source) => source,
             Err(e) => {
                 error!(error = %e, "the fetch task failed; the follower stops");

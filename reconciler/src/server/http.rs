@@ -3,7 +3,8 @@
 //!
 //! Every route is read-only towards the fleet: nothing here can start a job or change a
 //! setting. The webhook only asks for an earlier fetch of the branch the server follows, and
-//! only with a valid signature; a bad one is answered 401 and audited. The view answers only
+//! only with a valid signature; a bad one is answered 401, a body over [`WEBHOOK_MAX_BYTES`]
+//! 413, and both are logged and audited, rate-limited ([`super::refusals`]). The view answers only
 //! the clients its access rules allow; the WebSocket and the webhook authenticate on their
 //! own and are not subject to those rules.
 
@@ -11,7 +12,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use tracing::{info, warn};
+use tracing::info;
 use warp::Filter as _;
 use warp::http::{HeaderMap, StatusCode};
 
@@ -20,9 +21,9 @@ use super::run::Server;
 use super::web::{self, View};
 use super::webhook;
 
-/// The largest webhook body accepted. Push events are small; a larger body is refused
+/// The largest webhook body accepted (1 MiB). Push events are small; a larger body is refused
 /// before it is read.
-const WEBHOOK_MAX_BYTES: u64 = 1024 * 1024;
+pub const WEBHOOK_MAX_BYTES: u64 = 1024 * 1024;
 
 /// All routes.
 #[allow(
@@ -52,6 +53,23 @@ pub fn routes(
             },
         );
 
+    // A body announced as too large is refused (and recorded) before it is read; without
+    // this route, `content_length_limit` below would refuse it without a word.
+    let hook_too_large = warp::path("hooks")
+        .and(warp::path("git"))
+        .and(warp::path::end())
+        .and(warp::post())
+        .and(warp::header::optional::<u64>("content-length"))
+        .and_then(|length: Option<u64>| async move {
+            match length {
+                Some(length) if length > WEBHOOK_MAX_BYTES => Ok(length),
+                _ => Err(warp::reject::not_found()),
+            }
+        })
+        .and(warp::addr::remote())
+        .and(with_server.clone())
+        .map(git_hook_too_large);
+
     let hook = warp::path("hooks")
         .and(warp::path("git"))
         .and(warp::path::end())
@@ -69,8 +87,12 @@ pub fn routes(
         .and(with_server.clone())
         .map(health);
 
-    agent.or(hook).or(health).or(web::routes(view)).recover(
-        |rejection: warp::Rejection| async move {
+    agent
+        .or(hook_too_large)
+        .or(hook)
+        .or(health)
+        .or(web::routes(view))
+        .recover(|rejection: warp::Rejection| async move {
             let (status, text) = if rejection.is_not_found() {
                 (StatusCode::NOT_FOUND, "not found\n")
             } else if rejection.find::<warp::reject::PayloadTooLarge>().is_some() {
@@ -81,8 +103,7 @@ pub fn routes(
                 (StatusCode::BAD_REQUEST, "bad request\n")
             };
             Ok::<_, std::convert::Infallible>(warp::reply::with_status(text, status))
-        },
-    )
+        })
 }
 
 /// `POST /hooks/git`: a verified request asks for an immediate fetch.
@@ -114,13 +135,7 @@ fn git_hook(
             warp::reply::with_status("fetching\n", StatusCode::ACCEPTED)
         }
         Err(e) => {
-            warn!(error = %e, remote = %from, "webhook refused");
-            // Written on the blocking pool: a flood of bad requests must not stall the
-            // runtime's threads on the audit log's fsync.
-            let detail = e.to_string();
-            tokio::task::spawn_blocking(move || {
-                server.audit_blocking("webhook", "webhook-refused", &from, &detail);
-            });
+            super::refusals::refused(&server, &from, &e.to_string());
             warp::reply::with_status("signature check failed\n", StatusCode::UNAUTHORIZED)
         }
     }
@@ -146,4 +161,32 @@ fn health(server: Arc<Server>) -> warp::reply::Response {
         )
         .into_response(),
     }
+}
+
+/// `POST /hooks/git` with a `Content-Length` over [`WEBHOOK_MAX_BYTES`]: refused unread.
+#[allow(
+    clippy::needless_pass_by_value,
+    reason = "warp hands a filter's values over by value"
+)]
+fn git_hook_too_large(
+    length: u64,
+    remote: Option<SocketAddr>,
+    server: Arc<Server>,
+) -> warp::reply::WithStatus<&'static str> {
+    if server.webhook_secret.is_none() {
+        return warp::reply::with_status(
+            "webhook not configured: set webhook-secret-file\n",
+            StatusCode::NOT_FOUND,
+        );
+    }
+    let from = remote.map_or_else(|| "unknown".to_owned(), |a| a.to_string());
+    let reason = format!(
+        "the webhook request's body is {length} bytes, more than the {WEBHOOK_MAX_BYTES} bytes \
+         (1 MiB) a webhook may carry"
+    );
+    super::refusals::refused(&server, &from, &reason);
+    warp::reply::with_status(
+        "request body too large: a webhook may carry at most 1 MiB\n",
+        StatusCode::PAYLOAD_TOO_LARGE,
+    )
 }

@@ -10,6 +10,7 @@ pub mod hub;
 pub mod jobspec;
 pub mod model;
 pub mod reconcile;
+pub mod refusals;
 pub mod run;
 pub mod scheduler;
 pub mod secret_file;
@@ -47,28 +48,26 @@ pub struct Running {
 
 impl Running {
     /// Stops every task and closes the agents' connections; returns when all have ended.
+    /// Refused webhook requests counted since the last summary are audited before.
     pub async fn stop(self) {
         self.shutdown.cancel();
         self.server.hub.close_all();
         for task in self.tasks {
             let _ = task.await;
         }
+        refusals::write_summary(&self.server).await;
     }
 }
 
-/// Starts the server: opens the state, loads the identity, binds the address and starts
-/// following the config repository, scheduling and serving HTTP. Everything that can be wrong
-/// with the settings, the data directory or the identity is reported before anything listens.
+/// Starts the server: loads the identity and the secret files, checks the config repository's
+/// location, opens the state, binds the address and starts following the config repository,
+/// scheduling and serving HTTP. Everything that can be wrong with the settings, the identity,
+/// the secret files, the repository's location, the data directory or the address is reported
+/// before anything listens, and the inputs are checked before the data directory or `state.db`
+/// is created, so a typo leaves nothing behind.
 pub async fn start(settings: Settings) -> anyhow::Result<Running> {
-    let store = store::Store::open(&settings.data_dir)?;
-    let identity = crate::secrets::load_identity(&settings.identity).with_context(|| {
-        format!(
-            "cannot load the server identity {}; create one with `restic-manager keygen \
-             --identity {}`",
-            settings.identity.display(),
-            settings.identity.display()
-        )
-    })?;
+    let identity = crate::secrets::load_identity(&settings.identity)
+        .map_err(|e| identity_error(&settings.identity, e))?;
     let webhook_secret = settings
         .webhook_secret_file
         .as_deref()
@@ -76,6 +75,19 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
         .transpose()?;
     let view_access = web::access::ViewAccess::load(&settings.view)?;
     let mut source = follow::open_source(&settings)?;
+
+    // A local repository is watched so a commit is picked up at once; polling covers both.
+    let (changes_tx, changes) = mpsc::channel(1);
+    let watch = match &settings.source {
+        Source::Local(path) => Some(watch::watch_repository(
+            path,
+            watch::DEFAULT_DEBOUNCE,
+            changes_tx,
+        )?),
+        Source::Remote(_) => None,
+    };
+
+    let store = store::Store::open(&settings.data_dir)?;
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
         .with_context(|| format!("cannot listen on {}", settings.listen))?;
@@ -84,17 +96,6 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
     let server = Arc::new(Server::new(settings, store, identity, webhook_secret));
     follow::restore(&server, &mut source);
     let view = Arc::new(web::View::new(Arc::clone(&server), view_access)?);
-
-    // A local repository is watched so a commit is picked up at once; polling covers both.
-    let (changes_tx, changes) = mpsc::channel(1);
-    let watch = match &server.settings.source {
-        Source::Local(path) => Some(watch::watch_repository(
-            path,
-            watch::DEFAULT_DEBOUNCE,
-            changes_tx,
-        )?),
-        Source::Remote(_) => None,
-    };
 
     let shutdown = CancellationToken::new();
     let mut tasks = vec![
@@ -135,6 +136,27 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     info!("shutting down");
     running.stop().await;
     Ok(())
+}
+
+/// The error for an identity that cannot be loaded: a missing one says how to create it, any
+/// other problem is said as it is (advising `keygen` for a directory or a damaged file would
+/// send the operator the wrong way).
+fn identity_error(path: &std::path::Path, error: crate::secrets::SecretsError) -> anyhow::Error {
+    use crate::secrets::SecretsError;
+
+    match &error {
+        SecretsError::ReadIdentity { source, .. }
+            if source.kind() == std::io::ErrorKind::NotFound =>
+        {
+            anyhow::anyhow!(
+                "there is no server identity at {}; create one with `restic-manager keygen \
+                 --identity {}`, or pass --identity the existing one",
+                path.display(),
+                path.display()
+            )
+        }
+        _ => anyhow::Error::new(error).context("cannot load the server identity"),
+    }
 }
 
 fn source_text(settings: &Settings) -> String {

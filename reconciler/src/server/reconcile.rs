@@ -145,6 +145,17 @@ fn schedule_text(schedule: &Schedule, host: &crate::config::model::Host) -> Stri
 
 /// The part of a policy one kind of job carries besides its schedule, hashed.
 fn content_digest(policy: &Policy, kind: JobKind) -> Arc<str> {
+    let digest = sha2::Sha256::digest(content(policy, kind).to_string().as_bytes());
+    Arc::from(hex::encode(&digest[..8]))
+}
+
+/// The part of a policy one kind of job carries besides its schedule.
+///
+/// NOTE: the backup's field names are serialised in snake case and must stay so: the stored
+/// digests of every applied assignment were computed from them, and renaming a field would
+/// make every assignment look changed after an upgrade. [`changed_keys`] says them in the
+/// config's kebab case.
+fn content(policy: &Policy, kind: JobKind) -> serde_json::Value {
     #[derive(Serialize)]
     struct Backup<'a> {
         paths: &'a [String],
@@ -159,7 +170,7 @@ fn content_digest(policy: &Policy, kind: JobKind) -> Arc<str> {
         hooks: &'a crate::config::model::Hooks,
     }
 
-    let content = match kind {
+    match kind {
         JobKind::Backup => serde_json::to_value(Backup {
             paths: &policy.paths,
             exclude: &policy.exclude,
@@ -177,9 +188,113 @@ fn content_digest(policy: &Policy, kind: JobKind) -> Arc<str> {
         JobKind::Check => serde_json::to_value(policy.check.as_ref().map(|c| &c.read_data_subset)),
         JobKind::Init | JobKind::Unlock | JobKind::Snapshots => Ok(serde_json::Value::Null),
     }
-    .unwrap_or(serde_json::Value::Null);
-    let digest = sha2::Sha256::digest(content.to_string().as_bytes());
-    Arc::from(hex::encode(&digest[..8]))
+    .unwrap_or(serde_json::Value::Null)
+}
+
+/// The policy file keys whose values differ between two versions of a policy's job of
+/// `kind`, sorted: `max-duration`, `hooks.before`, `retention.keep-daily`, `prune.max-unused`.
+#[must_use]
+pub fn changed_keys(old: &Policy, new: &Policy, kind: JobKind) -> Vec<String> {
+    let root = match kind {
+        JobKind::Forget => "retention",
+        JobKind::Prune => "prune.max-unused",
+        JobKind::Check => "check.read-data-subset",
+        JobKind::Backup | JobKind::Init | JobKind::Unlock | JobKind::Snapshots => "",
+    };
+    let mut out = Vec::new();
+    diff_values(root, &content(old, kind), &content(new, kind), &mut out);
+    out
+}
+
+/// Collects the paths at which two values differ; tables are compared key by key, anything
+/// else as a whole.
+fn diff_values(
+    path: &str,
+    old: &serde_json::Value,
+    new: &serde_json::Value,
+    out: &mut Vec<String>,
+) {
+    use serde_json::Value;
+
+    if old == new {
+        return;
+    }
+    if let (Value::Object(old), Value::Object(new)) = (old, new) {
+        let keys: std::collections::BTreeSet<&String> = old.keys().chain(new.keys()).collect();
+        for key in keys {
+            let name = key.replace('_', "-");
+            let path = if path.is_empty() {
+                name
+            } else {
+                format!("{path}.{name}")
+            };
+            let (a, b) = (
+                old.get(key).unwrap_or(&Value::Null),
+                new.get(key).unwrap_or(&Value::Null),
+            );
+            diff_values(&path, a, b, out);
+        }
+        return;
+    }
+    out.push(if path.is_empty() {
+        "settings".to_owned()
+    } else {
+        path.to_owned()
+    });
+}
+
+/// The keys that changed in each policy's jobs between the revision in force and the next,
+/// for the audit log's `assignment-changed` entries. Computed once per policy, not per host.
+#[derive(Debug, Clone, Default)]
+pub struct ChangedKeys {
+    /// `false` when the revision in force was not loaded, so what changed cannot be told.
+    known: bool,
+    by_job: HashMap<(String, JobKind), Vec<String>>,
+}
+
+impl ChangedKeys {
+    /// The changes from `old` to `new`; `old` is `None` when the revision in force is not
+    /// loaded (it could not be read again after a restart).
+    #[must_use]
+    pub fn between(old: Option<&Config>, new: &Config) -> Self {
+        let Some(old) = old else {
+            return Self::default();
+        };
+        let mut by_job = HashMap::new();
+        for (name, new_policy) in &new.policies {
+            let Some(old_policy) = old.policies.get(name) else {
+                continue;
+            };
+            for kind in [
+                JobKind::Backup,
+                JobKind::Forget,
+                JobKind::Prune,
+                JobKind::Check,
+            ] {
+                let keys = changed_keys(old_policy, new_policy, kind);
+                if !keys.is_empty() {
+                    by_job.insert((name.clone(), kind), keys);
+                }
+            }
+        }
+        Self {
+            known: true,
+            by_job,
+        }
+    }
+
+    /// The changed keys of `policy`'s job of `kind`; `None` when they cannot be told.
+    #[must_use]
+    pub fn get(&self, policy: &str, kind: JobKind) -> Option<&[String]> {
+        if !self.known {
+            return None;
+        }
+        Some(
+            self.by_job
+                .get(&(policy.to_owned(), kind))
+                .map_or(&[][..], Vec::as_slice),
+        )
+    }
 }
 
 /// The actions that turn `applied` into `desired`, hosts first, then assignments, then
@@ -266,10 +381,15 @@ fn diff_assignments(
     }
 }
 
-/// What an assignment change consists of, for the audit log: `schedule: A → B`, and whether
-/// the repository or the job's content changed.
+/// What an assignment change consists of, for the audit log: `schedule: A → B`, a new
+/// repository, and the keys of the job's settings that changed (`keys`, from
+/// [`ChangedKeys`]; `None` when they cannot be told).
 #[must_use]
-pub fn describe_change(old: &AppliedAssignment, new: &AppliedAssignment) -> String {
+pub fn describe_change(
+    old: &AppliedAssignment,
+    new: &AppliedAssignment,
+    keys: Option<&[String]>,
+) -> String {
     let mut parts = Vec::new();
     if old.schedule != new.schedule {
         parts.push(format!("schedule: {} → {}", old.schedule, new.schedule));
@@ -281,7 +401,12 @@ pub fn describe_change(old: &AppliedAssignment, new: &AppliedAssignment) -> Stri
         ));
     }
     if old.content_digest != new.content_digest {
-        parts.push("settings changed (paths, excludes, retention, hooks or limits)".to_owned());
+        parts.push(match keys {
+            Some(keys) if !keys.is_empty() => format!("changed: {}", keys.join(", ")),
+            _ => "the job's settings changed (which ones cannot be told: the revision in force \
+                  before was not loaded)"
+                .to_owned(),
+        });
     }
     parts.join("; ")
 }
@@ -352,37 +477,70 @@ mod tests {
             panic!("{actions:?}");
         };
         assert_eq!(
-            describe_change(old, new),
+            describe_change(old, new, Some(&[])),
             "schedule: cron `0 2 * * *` (UTC) → cron `0 3 * * *` (UTC)"
         );
     }
 
     #[test]
-    fn changing_paths_changes_the_backup_but_not_the_forget() {
-        let old = desired(&fleet("retention = { keep-daily = 7 }\n", &["a"]));
+    fn changing_paths_changes_the_backup_but_not_the_forget_and_names_the_keys() {
         let config = fleet("retention = { keep-daily = 7 }\n", &["a"]);
+        let old = desired(&config);
         let mut changed = config.clone();
-        changed
-            .policies
-            .get_mut("web")
-            .unwrap()
-            .paths
-            .push("/etc".into());
+        let policy = changed.policies.get_mut("web").unwrap();
+        policy.paths.push("/etc".into());
+        policy.max_duration = jiff::SignedDuration::from_hours(7);
         let actions = diff(&old, &desired(&changed));
         assert_eq!(actions.len(), 1, "{actions:?}");
         assert_eq!(actions[0].subject(), "a/web/backup");
-        assert!(
+        let Action::AssignmentChanged { old, new } = &actions[0] else {
+            panic!("{actions:?}");
+        };
+
+        let keys = ChangedKeys::between(Some(&config), &changed);
+        assert_eq!(
+            keys.get("web", JobKind::Backup),
+            Some(&["max-duration".to_owned(), "paths".to_owned()][..])
+        );
+        assert_eq!(keys.get("web", JobKind::Forget), Some(&[][..]));
+        assert_eq!(
+            describe_change(old, new, keys.get("web", JobKind::Backup)),
+            "changed: max-duration, paths"
+        );
+        assert_eq!(
             describe_change(
-                match &actions[0] {
-                    Action::AssignmentChanged { old, .. } => old,
-                    other => panic!("{other:?}"),
-                },
-                match &actions[0] {
-                    Action::AssignmentChanged { new, .. } => new,
-                    other => panic!("{other:?}"),
-                }
+                old,
+                new,
+                ChangedKeys::between(None, &changed).get("web", JobKind::Backup)
+            ),
+            "the job's settings changed (which ones cannot be told: the revision in force \
+             before was not loaded)"
+        );
+    }
+
+    #[test]
+    fn retention_and_hook_changes_name_the_nested_key() {
+        let config = fleet("retention = { keep-daily = 7 }\n", &["a"]);
+        let mut changed = config.clone();
+        let policy = changed.policies.get_mut("web").unwrap();
+        let retention = policy.retention.as_mut().expect("a retention");
+        retention.keep_daily = Some(14);
+        retention.keep_weekly = Some(4);
+        policy.hooks.before.push(vec!["/usr/local/bin/dump".into()]);
+
+        let keys = ChangedKeys::between(Some(&config), &changed);
+        assert_eq!(
+            keys.get("web", JobKind::Forget),
+            Some(
+                &[
+                    "retention.keep-daily".to_owned(),
+                    "retention.keep-weekly".to_owned()
+                ][..]
             )
-            .contains("settings changed")
+        );
+        assert_eq!(
+            keys.get("web", JobKind::Backup),
+            Some(&["hooks.before".to_owned()][..])
         );
     }
 

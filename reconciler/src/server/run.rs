@@ -48,6 +48,8 @@ pub struct Server {
     /// Asks for the schedule to be rebuilt (a revision was applied).
     pub rebuild: Notify,
     pub webhook_secret: Option<WebhookSecret>,
+    /// Refused webhook requests counted for the next summary ([`super::refusals`]).
+    pub refusals: Mutex<super::refusals::Refusals>,
     /// The last progress report of each running job, for the status view.
     pub progress: Mutex<HashMap<String, Progress>>,
     /// The newest log lines of each job sent to an agent, by job id, with the host it was sent
@@ -85,6 +87,7 @@ impl Server {
             fetch_now: Notify::new(),
             rebuild: Notify::new(),
             webhook_secret,
+            refusals: Mutex::default(),
             progress: Mutex::new(HashMap::new()),
             logs: Mutex::new(HashMap::new()),
             source_error: Mutex::new(None),

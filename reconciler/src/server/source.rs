@@ -24,7 +24,8 @@ use crate::git::CommitInfo;
 /// The clone of a remote repository, under the data directory.
 const CLONE_DIR: &str = "git/config-repo.git";
 
-/// Fetching the config repository failed. The last good revision stays in force.
+/// Fetching the config repository failed. The caller says what stays in force: the last good
+/// revision, or nothing when none was ever applied.
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
     /// The branch name cannot name a git branch.
@@ -39,21 +40,17 @@ pub enum SourceError {
     /// The branch does not exist where it was looked for.
     #[error(
         "branch `{branch}` not found in {location}; it may have been deleted or renamed: \
-         recreate it or point the server at an existing branch (the last good revision stays \
-         in force)"
+         recreate it or point the server at an existing branch"
     )]
     BranchNotFound { branch: String, location: String },
     /// Connecting to the remote or listing its branches failed.
     #[error(
         "cannot reach the git remote {url}: {reason}; check the URL, the network and the \
-         credentials (the last good revision stays in force, the fetch is retried)"
+         credentials (the fetch is retried)"
     )]
     Unreachable { url: String, reason: String },
     /// The remote answered, but receiving the branch failed.
-    #[error(
-        "fetching branch `{branch}` from {url} failed: {reason} (the last good revision stays \
-         in force, the fetch is retried)"
-    )]
+    #[error("fetching branch `{branch}` from {url} failed: {reason} (the fetch is retried)")]
     Fetch {
         branch: String,
         url: String,

@@ -60,12 +60,18 @@ pub enum WebhookError {
         header: &'static str,
         reason: &'static str,
     },
-    /// The signature or token does not match the body and the shared secret.
+    /// The signature does not match the body and the shared secret.
     #[error(
         "the webhook request's {header} does not match the request body and the shared \
          secret; check that the git host and the server use the same secret"
     )]
     WrongSignature { header: &'static str },
+    /// GitLab's token, which is the secret itself and covers no body, is not the secret.
+    #[error(
+        "the webhook request's {GITLAB_HEADER} is not the shared secret; check that the git \
+         host and the server use the same secret"
+    )]
+    WrongToken,
 }
 
 /// Reading the webhook secret file failed.
@@ -92,6 +98,20 @@ pub enum SecretFileError {
         path.display()
     )]
     TooLong { path: PathBuf },
+    /// The path is a directory or something else that is not a regular file.
+    #[error(
+        "the webhook secret file {} is {kind}, not a file; point webhook-secret-file at a \
+         file holding the secret",
+        path.display()
+    )]
+    NotAFile { path: PathBuf, kind: &'static str },
+    /// The file holds more than one line.
+    #[error(
+        "the webhook secret file {} holds more than one line; it should hold one line, the \
+         secret configured on the git host (one trailing newline is fine)",
+        path.display()
+    )]
+    SeveralLines { path: PathBuf },
 }
 
 /// The shared webhook secret. Its `Debug` does not show it.
@@ -113,17 +133,24 @@ impl WebhookSecret {
     }
 
     /// Reads the secret from `path`: the whole file, less one trailing newline (`\n` or
-    /// `\r\n`). A file that group or others may read is accepted with a warning.
+    /// `\r\n`); a file of several lines is refused. A file that group or others may read is
+    /// accepted with a warning.
     pub fn from_file(path: &Path) -> Result<Self, SecretFileError> {
+        use super::secret_file::Problem;
+
+        let path_buf = || path.to_owned();
         let content = super::secret_file::read(path, MAX_SECRET_BYTES, "the webhook secret file")
             .map_err(|problem| match problem {
-            super::secret_file::Problem::Io(source) => SecretFileError::Read {
-                path: path.to_owned(),
+            Problem::Io(source) => SecretFileError::Read {
+                path: path_buf(),
                 source,
             },
-            super::secret_file::Problem::TooLong => SecretFileError::TooLong {
-                path: path.to_owned(),
+            Problem::NotAFile(kind) => SecretFileError::NotAFile {
+                path: path_buf(),
+                kind,
             },
+            Problem::TooLong => SecretFileError::TooLong { path: path_buf() },
+            Problem::SeveralLines => SecretFileError::SeveralLines { path: path_buf() },
         })?;
         Self::new(content).ok_or_else(|| SecretFileError::Empty {
             path: path.to_owned(),
@@ -162,9 +189,7 @@ pub fn verify<'h>(
         let given = Sha256::digest(token);
         let expected = Sha256::digest(&secret.0);
         if !bool::from(given.ct_eq(&expected)) {
-            return Err(WebhookError::WrongSignature {
-                header: GITLAB_HEADER,
-            });
+            return Err(WebhookError::WrongToken);
         }
         return Ok(Provider::GitLab);
     }
@@ -285,16 +310,17 @@ mod tests {
                 header: GITHUB_HEADER
             })
         );
-        assert_eq!(
-            gitlab,
-            Err(WebhookError::WrongSignature {
-                header: GITLAB_HEADER
-            })
-        );
+        assert_eq!(gitlab, Err(WebhookError::WrongToken));
         assert_eq!(gitlab, gitlab_prefix);
+        // The token is the secret itself and covers no body: the message does not say it does.
         assert_eq!(
             gitlab.expect_err("refused").to_string(),
-            "the webhook request's X-Gitlab-Token does not match the request body and the \
+            "the webhook request's X-Gitlab-Token is not the shared secret; check that the git \
+             host and the server use the same secret"
+        );
+        assert_eq!(
+            github.expect_err("refused").to_string(),
+            "the webhook request's X-Hub-Signature-256 does not match the request body and the \
              shared secret; check that the git host and the server use the same secret"
         );
     }
@@ -391,10 +417,8 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         let plain = dir.path().join("plain");
         let crlf = dir.path().join("crlf");
-        let two = dir.path().join("two");
         std::fs::write(&plain, "It's a Secret to Everybody\n").expect("write");
         std::fs::write(&crlf, "It's a Secret to Everybody\r\n").expect("write");
-        std::fs::write(&two, "It's a Secret to Everybody\n\n").expect("write");
         let mac = sign("It's a Secret to Everybody", BODY);
         let accepts = |path: &Path| {
             let secret = WebhookSecret::from_file(path).expect("a secret");
@@ -408,7 +432,36 @@ mod tests {
 
         assert!(accepts(&plain));
         assert!(accepts(&crlf));
-        assert!(!accepts(&two));
+    }
+
+    #[test]
+    fn a_secret_file_of_two_lines_or_a_directory_is_refused_naming_it() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let two = dir.path().join("two");
+        let blank = dir.path().join("blank-second-line");
+        std::fs::write(&two, "a\nb\n").expect("write");
+        std::fs::write(&blank, "It's a Secret to Everybody\n\n").expect("write");
+
+        for path in [&two, &blank] {
+            let err = WebhookSecret::from_file(path).expect_err("two lines");
+            assert_eq!(
+                err.to_string(),
+                format!(
+                    "the webhook secret file {} holds more than one line; it should hold one \
+                     line, the secret configured on the git host (one trailing newline is fine)",
+                    path.display()
+                )
+            );
+        }
+        let err = WebhookSecret::from_file(dir.path()).expect_err("a directory");
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "the webhook secret file {} is a directory, not a file; point \
+                 webhook-secret-file at a file holding the secret",
+                dir.path().display()
+            )
+        );
     }
 
     #[test]

@@ -170,13 +170,17 @@ fn bad_view_settings_stop_the_server_at_start_and_say_which() {
     assert_eq!(out.code, 2, "{}", out.stderr);
     assert!(
         out.stderr
-            .contains("view.allow: `office` is not a network such as 192.0.2.0/24"),
+            .contains("--view-allow: `office` is not a network such as 192.0.2.0/24"),
         "{}",
         out.stderr
     );
     let out = serve(&[], Some(("RM_VIEW_ALLOW", "10.0.0.0/33")));
     assert_eq!(out.code, 2, "{}", out.stderr);
-    assert!(out.stderr.contains("`10.0.0.0/33`"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("RM_VIEW_ALLOW: `10.0.0.0/33`"),
+        "{}",
+        out.stderr
+    );
 
     let missing = dir.path().join("no-token");
     let out = serve(

@@ -28,9 +28,9 @@ use rusqlite::{Connection, OptionalExtension as _, params};
 use super::model::{
     Action, AppliedAssignment, AssignmentKey, FleetState, HostRecord, JobKind, RevisionInfo,
 };
-use super::reconcile::describe_change;
+use super::reconcile::{ChangedKeys, describe_change};
 
-pub use audit::{AuditEntry, Verified, verify_audit};
+pub use audit::{AuditEntry, ChainPoint, Step, Verified, verify_audit};
 pub use jobs::{JobRecord, NewJob, SessionRecord, Settled};
 pub use lock::LOCK_FILE;
 
@@ -63,6 +63,12 @@ pub enum StoreError {
         path.display()
     )]
     Missing { path: PathBuf },
+    #[error(
+        "the state database {} is {kind}, not a file; move it aside (the server creates \
+         {DB_FILE} itself) or point --data-dir at the right directory",
+        path.display()
+    )]
+    NotAFile { path: PathBuf, kind: &'static str },
     #[error(
         "the state database {} is damaged or not a restic-manager database: {reason}; move it \
          aside and restore the last backup of the data directory (nothing was written to it)",
@@ -120,6 +126,28 @@ pub struct Store {
     applied: Option<FleetState>,
     /// Held for as long as the store is open, by the server only.
     _lock: Option<lock::DataDirLock>,
+    /// The status view's check of the audit chain ([`Store::check_audit_step`]).
+    audit_check: AuditProgress,
+}
+
+/// How far this process has verified the audit chain for the status view.
+#[derive(Debug, Default)]
+struct AuditProgress {
+    /// The end of the chain at the last complete check, and when the first complete walk
+    /// from the first entry ended.
+    verified: Option<(ChainPoint, jiff::Timestamp)>,
+    /// Where a check in progress stands.
+    cursor: Option<ChainPoint>,
+}
+
+/// The status view's check of the audit chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditCheck {
+    pub verified: Verified,
+    /// When this process finished walking the whole chain from its first entry; later checks
+    /// only read what was added since (and that the last entry checked is unchanged). `None`
+    /// when no walk got to the end.
+    pub walked_at: Option<jiff::Timestamp>,
 }
 
 impl Store {
@@ -129,6 +157,7 @@ impl Store {
         prepare_dir(data_dir)?;
         let lock = lock::DataDirLock::acquire(data_dir)?;
         let path = data_dir.join(DB_FILE);
+        check_is_file(&path)?;
         let new = !path.exists();
         let empty = !new && path.metadata().is_ok_and(|m| m.is_file() && m.len() == 0);
         let created_before = lock.database_was_created()?;
@@ -163,6 +192,7 @@ impl Store {
     /// running server.
     pub fn open_read_only(data_dir: &Path) -> Result<Self, StoreError> {
         let path = data_dir.join(DB_FILE);
+        check_is_file(&path)?;
         if !path.is_file() {
             return Err(StoreError::Missing { path });
         }
@@ -177,6 +207,7 @@ impl Store {
             path,
             applied: None,
             _lock: None,
+            audit_check: AuditProgress::default(),
         })
     }
 
@@ -213,6 +244,7 @@ impl Store {
             path,
             applied: None,
             _lock: None,
+            audit_check: AuditProgress::default(),
         };
         migrations::migrate(&mut store.conn, &store.path, target)?;
         Ok(store)
@@ -268,14 +300,20 @@ impl Store {
     /// Applies a valid revision in one transaction: diffs `desired` against the applied
     /// state, changes the hosts, assignments and repositories tables, audits each action with
     /// the commit, and makes the revision the last applied one. `rewritten_from` names the
-    /// previous tip when history was rewritten, which is audited too. Returns the actions.
+    /// previous tip when history was rewritten, which is audited too; `changed` names the
+    /// keys behind each changed assignment. Returns the actions.
     pub fn apply_revision(
         &mut self,
         revision: &RevisionInfo,
         desired: FleetState,
         rewritten_from: Option<&str>,
+        changed: &ChangedKeys,
     ) -> Result<Vec<Action>, StoreError> {
         let actions = super::reconcile::diff(self.applied_state()?, &desired);
+        let last_applied = match rewritten_from {
+            Some(_) => self.last_applied_revision()?.map(|r| r.commit),
+            None => None,
+        };
         let now = jiff::Timestamp::now().as_second();
         let tx = self.conn.transaction()?;
         let commit = Some(revision.commit.as_str());
@@ -288,10 +326,8 @@ impl Store {
                 commit,
                 &serde_json::json!({
                     "previous": previous,
-                    "detail": format!(
-                        "the branch no longer contains the previously applied commit {previous}; \
-                         following the new tip {}", revision.commit
-                    ),
+                    "last-applied": last_applied,
+                    "detail": rewrite_detail(previous, last_applied.as_deref(), &revision.commit),
                 }),
             )?;
         }
@@ -303,7 +339,7 @@ impl Store {
                 action.name(),
                 &action.subject(),
                 commit,
-                &action_detail(action),
+                &action_detail(action, changed),
             )?;
         }
         insert_revision(&tx, revision, "applied", None)?;
@@ -414,6 +450,55 @@ impl Store {
     pub fn verify_audit(&self) -> Result<Verified, StoreError> {
         verify_audit(&self.conn)
     }
+
+    /// Checks at most `limit` entries of the chain after `from` (see [`audit::verify_from`]):
+    /// callers walk a long chain in steps, letting go of the store between them.
+    pub fn verify_audit_step(
+        &self,
+        from: Option<&ChainPoint>,
+        limit: usize,
+    ) -> Result<Step, StoreError> {
+        audit::verify_from(&self.conn, from, limit.max(1))
+    }
+
+    /// One step of the status view's check of the chain: at most `limit` entries, going on
+    /// from where the last step or the last complete check ended. `None` until the check
+    /// reaches the end of the chain or a broken entry. The first check walks the whole chain;
+    /// later ones only the entries added since, so showing the page stays cheap.
+    pub fn check_audit_step(&mut self, limit: usize) -> Result<Option<AuditCheck>, StoreError> {
+        let progress = &mut self.audit_check;
+        let from = progress
+            .cursor
+            .clone()
+            .or_else(|| progress.verified.as_ref().map(|(point, _)| point.clone()));
+        let step = audit::verify_from(&self.conn, from.as_ref(), limit.max(1))?;
+        let walked_at = progress.verified.as_ref().map(|(_, at)| *at);
+        match step {
+            Step::More(point) => {
+                progress.cursor = Some(point);
+                Ok(None)
+            }
+            Step::Done(verified) => {
+                progress.cursor = None;
+                let walked_at = match &verified {
+                    Verified::Intact { entries, last_hash } => {
+                        let at = walked_at.unwrap_or_else(jiff::Timestamp::now);
+                        let end = ChainPoint {
+                            seq: i64::try_from(*entries).unwrap_or(i64::MAX),
+                            hash: last_hash.clone(),
+                        };
+                        progress.verified = Some((end, at));
+                        Some(at)
+                    }
+                    Verified::Broken { .. } => walked_at,
+                };
+                Ok(Some(AuditCheck {
+                    verified,
+                    walked_at,
+                }))
+            }
+        }
+    }
 }
 
 /// Creates the data directory (0700) or checks the one given.
@@ -435,6 +520,26 @@ fn prepare_dir(data_dir: &Path) -> Result<(), StoreError> {
             })?;
     }
     Ok(())
+}
+
+/// Refuses a `state.db` that exists but is a directory or another kind of non-file, which
+/// `SQLite` would only report as "unable to open". A missing one is fine here.
+fn check_is_file(path: &Path) -> Result<(), StoreError> {
+    let Ok(meta) = std::fs::metadata(path) else {
+        return Ok(());
+    };
+    if meta.is_file() {
+        return Ok(());
+    }
+    let kind = if meta.is_dir() {
+        "a directory"
+    } else {
+        "not a regular file"
+    };
+    Err(StoreError::NotAFile {
+        path: path.to_owned(),
+        kind,
+    })
 }
 
 /// A file that is not a database, or a damaged one, is refused before anything writes to it.
@@ -628,19 +733,45 @@ fn exec(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> Result<u
     Ok(conn.prepare_cached(sql)?.execute(params)?)
 }
 
+/// What a `history-rewritten` entry says: the tip fetched before, which the branch no longer
+/// contains, and the last applied commit when that is another one (the tip fetched before
+/// was not applied, e.g. because it was invalid).
+fn rewrite_detail(previous: &str, last_applied: Option<&str>, new: &str) -> String {
+    let applied = match last_applied {
+        Some(applied) if applied == previous => {
+            return format!(
+                "the branch no longer contains {previous}, the tip fetched before, which was \
+                 the applied commit; following the new tip {new}"
+            );
+        }
+        Some(applied) => format!("the last applied commit was {applied}"),
+        None => "no commit had been applied".to_owned(),
+    };
+    format!(
+        "the branch no longer contains {previous}, the tip fetched before, which was not \
+         applied; {applied}; following the new tip {new}"
+    )
+}
+
 /// The audit detail of one action.
-fn action_detail(action: &Action) -> serde_json::Value {
+fn action_detail(action: &Action, changed: &ChangedKeys) -> serde_json::Value {
     match action {
         Action::AssignmentAdded(a) | Action::AssignmentRemoved(a) => serde_json::json!({
             "repository": &*a.repository,
             "schedule": &*a.schedule,
         }),
-        Action::AssignmentChanged { old, new } => serde_json::json!({
-            "repository": &*new.repository,
-            "schedule": &*new.schedule,
-            "previous-schedule": &*old.schedule,
-            "change": describe_change(old, new),
-        }),
+        Action::AssignmentChanged { old, new } => {
+            let keys = (old.content_digest != new.content_digest)
+                .then(|| changed.get(&new.key.policy, new.key.kind))
+                .flatten();
+            serde_json::json!({
+                "repository": &*new.repository,
+                "schedule": &*new.schedule,
+                "previous-schedule": &*old.schedule,
+                "change": describe_change(old, new, keys),
+                "changed-keys": keys,
+            })
+        }
         _ => serde_json::json!({}),
     }
 }

@@ -505,7 +505,7 @@ mod tests {
     use super::*;
     use crate::config::testing;
     use crate::server::model::AssignmentKey;
-    use crate::server::reconcile::desired;
+    use crate::server::reconcile::{ChangedKeys, desired};
     use crate::server::store::NewJob;
 
     fn at(secs: i64) -> jiff::Timestamp {
@@ -555,7 +555,7 @@ mod tests {
             committed_at: Some(at(0)),
         };
         store
-            .apply_revision(&revision, desired(&config), None)
+            .apply_revision(&revision, desired(&config), None, &ChangedKeys::default())
             .unwrap();
         store
     }

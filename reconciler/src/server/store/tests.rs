@@ -113,6 +113,27 @@ fn a_file_that_is_not_a_database_is_a_clear_error_and_is_not_modified() {
 }
 
 #[test]
+fn a_state_database_that_is_a_directory_is_named_as_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(DB_FILE);
+    std::fs::create_dir(&path).unwrap();
+    let expected = format!(
+        "the state database {} is a directory, not a file; move it aside (the server creates \
+         state.db itself) or point --data-dir at the right directory",
+        path.display()
+    );
+
+    let Err(err) = Store::open(dir.path()) else {
+        panic!("a directory must be refused")
+    };
+    assert_eq!(err.to_string(), expected);
+    let Err(err) = Store::open_read_only(dir.path()) else {
+        panic!("a directory must be refused")
+    };
+    assert_eq!(err.to_string(), expected);
+}
+
+#[test]
 fn someone_elses_database_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join(DB_FILE);
@@ -135,7 +156,9 @@ fn applying_a_revision_stores_and_audits_every_action_with_its_commit() {
     let dir = tempfile::tempdir().unwrap();
     let mut store = open(&dir);
     let rev = revision("a1");
-    let actions = store.apply_revision(&rev, example(), None).unwrap();
+    let actions = store
+        .apply_revision(&rev, example(), None, &ChangedKeys::default())
+        .unwrap();
     assert!(!actions.is_empty());
 
     let audited: i64 = store
@@ -161,7 +184,7 @@ fn applying_a_revision_stores_and_audits_every_action_with_its_commit() {
 
     // The same revision again changes nothing.
     let again = reopened
-        .apply_revision(&revision("b2"), example(), None)
+        .apply_revision(&revision("b2"), example(), None, &ChangedKeys::default())
         .unwrap();
     assert!(again.is_empty(), "{again:?}");
 }
@@ -171,7 +194,9 @@ fn an_invalid_revision_is_recorded_without_touching_the_applied_state() {
     let dir = tempfile::tempdir().unwrap();
     let mut store = open(&dir);
     let good = revision("a1");
-    store.apply_revision(&good, example(), None).unwrap();
+    store
+        .apply_revision(&good, example(), None, &ChangedKeys::default())
+        .unwrap();
     let bad = revision("c3");
     store
         .record_revision(&bad, Err("policies/system.toml:3:1: error: unknown key"))
@@ -194,7 +219,7 @@ fn the_audit_chain_verifies_and_names_the_first_tampered_entry() {
     let dir = tempfile::tempdir().unwrap();
     let mut store = open(&dir);
     store
-        .apply_revision(&revision("a1"), example(), None)
+        .apply_revision(&revision("a1"), example(), None, &ChangedKeys::default())
         .unwrap();
     let Verified::Intact { entries, .. } = store.verify_audit().unwrap() else {
         panic!("a fresh chain is intact");
@@ -512,7 +537,12 @@ fn a_changed_schedule_forgets_the_old_instants_so_nothing_is_caught_up() {
     let mut store = open(&dir);
     let before = example();
     store
-        .apply_revision(&revision("a1"), before.clone(), None)
+        .apply_revision(
+            &revision("a1"),
+            before.clone(),
+            None,
+            &ChangedKeys::default(),
+        )
         .unwrap();
     let key = before.assignments[0].key.clone();
     let at = jiff::Timestamp::from_second(1_800_000_000).unwrap();
@@ -527,7 +557,9 @@ fn a_changed_schedule_forgets_the_old_instants_so_nothing_is_caught_up() {
 
     let mut after = before;
     after.assignments[0].schedule = "cron `0 4 * * *` (UTC)".into();
-    let actions = store.apply_revision(&revision("b2"), after, None).unwrap();
+    let actions = store
+        .apply_revision(&revision("b2"), after, None, &ChangedKeys::default())
+        .unwrap();
     assert_eq!(actions.len(), 1, "{actions:?}");
     let stored = &store.schedule_states().unwrap()[&key];
     assert_eq!((stored.last_instant, stored.next_instant), (None, None));
@@ -595,7 +627,7 @@ fn a_lock_file_left_before_the_database_was_made_does_not_block_a_fresh_start() 
 fn store_with_web1_jobs(dir: &tempfile::TempDir) -> Store {
     let mut store = open(dir);
     store
-        .apply_revision(&revision("a1"), example(), None)
+        .apply_revision(&revision("a1"), example(), None, &ChangedKeys::default())
         .unwrap();
     let now = jiff::Timestamp::now();
     let mut deferred = new_job("d", JobState::Deferred);
@@ -619,7 +651,7 @@ fn removing_a_host_closes_its_waiting_and_sent_jobs_and_a_late_result_still_coun
     without.hosts.remove("web-1");
     without.assignments.retain(|a| &*a.key.host != "web-1");
     store
-        .apply_revision(&revision("b2"), without, None)
+        .apply_revision(&revision("b2"), without, None, &ChangedKeys::default())
         .unwrap();
 
     for id in ["q", "d"] {
@@ -660,7 +692,9 @@ fn pausing_a_host_cancels_what_waits_for_it_and_lets_a_sent_job_report() {
     let mut store = store_with_web1_jobs(&dir);
     let mut paused = example();
     paused.hosts.get_mut("web-1").unwrap().paused = true;
-    store.apply_revision(&revision("c3"), paused, None).unwrap();
+    store
+        .apply_revision(&revision("c3"), paused, None, &ChangedKeys::default())
+        .unwrap();
 
     for id in ["q", "d"] {
         let job = store.job(id).unwrap().unwrap();
@@ -672,4 +706,155 @@ fn pausing_a_host_cancels_what_waits_for_it_and_lets_a_sent_job_report() {
         );
     }
     assert_eq!(store.job("s").unwrap().unwrap().state, JobState::Dispatched);
+}
+
+#[test]
+fn the_chain_is_walked_in_steps_and_a_later_check_reads_only_what_was_added() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = open(&dir);
+    for n in 0..25 {
+        store
+            .audit(
+                "server",
+                "test",
+                &format!("entry-{n}"),
+                None,
+                &serde_json::json!({}),
+            )
+            .unwrap();
+    }
+
+    // A walk in steps of 10 ends where a walk in one go does.
+    let mut from = None;
+    let mut steps = 0;
+    let stepped = loop {
+        steps += 1;
+        match store.verify_audit_step(from.as_ref(), 10).unwrap() {
+            Step::Done(verified) => break verified,
+            Step::More(point) => from = Some(point),
+        }
+    };
+    assert_eq!(steps, 3);
+    assert_eq!(stepped, store.verify_audit().unwrap());
+
+    // The view's check: the first walks all, the next only what came since.
+    let check = |store: &mut Store| loop {
+        if let Some(check) = store.check_audit_step(10).unwrap() {
+            break check;
+        }
+    };
+    let first = check(&mut store);
+    let Verified::Intact { entries, .. } = &first.verified else {
+        panic!("{first:?}");
+    };
+    assert_eq!(*entries, 25);
+    let walked_at = first.walked_at.expect("a complete walk");
+    store
+        .audit("server", "test", "entry-25", None, &serde_json::json!({}))
+        .unwrap();
+    let second = check(&mut store);
+    assert!(
+        matches!(second.verified, Verified::Intact { entries: 26, .. }),
+        "{second:?}"
+    );
+    assert_eq!(second.walked_at, Some(walked_at));
+
+    // An old entry edited in place is not read again (only `audit verify` finds it), but a
+    // chain rewritten with fresh hashes changes the last entry checked, which is noticed.
+    store
+        .conn
+        .execute_batch("DROP TRIGGER audit_is_append_only_update;")
+        .unwrap();
+    store
+        .conn
+        .execute("UPDATE audit SET detail = '{\"x\":1}' WHERE seq = 3", [])
+        .unwrap();
+    assert!(matches!(
+        check(&mut store).verified,
+        Verified::Intact { entries: 26, .. }
+    ));
+    assert!(matches!(
+        store.verify_audit().unwrap(),
+        Verified::Broken { seq: 3, .. }
+    ));
+    store
+        .conn
+        .execute("UPDATE audit SET hash = 'forged' WHERE seq = 26", [])
+        .unwrap();
+    let broken = check(&mut store);
+    assert_eq!(
+        broken.verified,
+        Verified::Broken {
+            seq: 26,
+            reason: "entry 26 no longer carries the hash it had when this server verified it: \
+                     the chain up to it was rewritten"
+                .to_owned()
+        }
+    );
+}
+
+#[test]
+fn a_rewrite_after_an_invalid_tip_names_that_tip_and_the_last_applied_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = open(&dir);
+    let detail = |store: &Store, commit: &str| -> serde_json::Value {
+        let text: String = store
+            .conn
+            .query_row(
+                "SELECT detail FROM audit WHERE action = 'history-rewritten' AND commit_id = ?1",
+                [commit],
+                |row| row.get(0),
+            )
+            .unwrap();
+        serde_json::from_str(&text).unwrap()
+    };
+    let (good, invalid, forced, again) = (
+        revision("a1"),
+        revision("b2"),
+        revision("c3"),
+        revision("d4"),
+    );
+    store
+        .apply_revision(&good, example(), None, &ChangedKeys::default())
+        .unwrap();
+    store.record_revision(&invalid, Err("bad")).unwrap();
+
+    // The invalid tip was the one fetched last: the force-push removed it, not the good one.
+    store
+        .apply_revision(
+            &forced,
+            example(),
+            Some(&invalid.commit),
+            &ChangedKeys::default(),
+        )
+        .unwrap();
+    let entry = detail(&store, &forced.commit);
+    assert_eq!(
+        entry["detail"],
+        format!(
+            "the branch no longer contains {}, the tip fetched before, which was not applied; \
+             the last applied commit was {}; following the new tip {}",
+            invalid.commit, good.commit, forced.commit
+        )
+    );
+    assert_eq!(entry["previous"], invalid.commit.as_str());
+    assert_eq!(entry["last-applied"], good.commit.as_str());
+
+    // A rewrite of the applied tip says so.
+    store
+        .apply_revision(
+            &again,
+            example(),
+            Some(&forced.commit),
+            &ChangedKeys::default(),
+        )
+        .unwrap();
+    assert_eq!(
+        detail(&store, &again.commit)["detail"],
+        format!(
+            "the branch no longer contains {}, the tip fetched before, which was the applied \
+             commit; following the new tip {}",
+            forced.commit, again.commit
+        )
+    );
 }

@@ -44,6 +44,12 @@ pub enum TokenFileError {
         path.display()
     )]
     NotOneLine { path: PathBuf },
+    #[error(
+        "the view token file {} is {kind}, not a file; point token-file at a file holding the \
+         token",
+        path.display()
+    )]
+    NotAFile { path: PathBuf, kind: &'static str },
 }
 
 /// The view's access rules, ready to check requests.
@@ -137,15 +143,21 @@ fn bearer(header: &[u8]) -> Option<&[u8]> {
 /// Reads the token: the whole file less one trailing newline. A file that group or others
 /// may read is accepted with a warning.
 fn read_token(path: &Path) -> Result<Vec<u8>, TokenFileError> {
+    use crate::server::secret_file::Problem;
+
+    let path_buf = || path.to_owned();
     let content = crate::server::secret_file::read(path, MAX_TOKEN_BYTES, "the view token file")
         .map_err(|problem| match problem {
-            crate::server::secret_file::Problem::Io(source) => TokenFileError::Read {
-                path: path.to_owned(),
+            Problem::Io(source) => TokenFileError::Read {
+                path: path_buf(),
                 source,
             },
-            crate::server::secret_file::Problem::TooLong => TokenFileError::TooLong {
-                path: path.to_owned(),
+            Problem::NotAFile(kind) => TokenFileError::NotAFile {
+                path: path_buf(),
+                kind,
             },
+            Problem::TooLong => TokenFileError::TooLong { path: path_buf() },
+            Problem::SeveralLines => TokenFileError::NotOneLine { path: path_buf() },
         })?;
     let token = content.trim_ascii();
     if token.is_empty() {
@@ -249,5 +261,7 @@ mod tests {
         let missing = dir.path().join("missing");
         let err = read_token(&missing).unwrap_err().to_string();
         assert!(err.starts_with("cannot read the view token file"), "{err}");
+        let err = read_token(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("is a directory, not a file"), "{err}");
     }
 }

@@ -14,7 +14,7 @@ use crate::server::model::{JobKind, JobState};
 use crate::server::run::Server;
 use crate::server::scheduler::{SNAPSHOT_REFRESH, jitter_offset};
 use crate::server::store::queries::{JobBrief, JobFilter, PendingKey};
-use crate::server::store::{AuditEntry, JobRecord, Verified};
+use crate::server::store::{AuditCheck, AuditEntry, JobRecord, Step, Verified};
 
 use super::error::WebError;
 use super::facts::{AgentState, BackupStatus, Fleet, Health, rfc3339};
@@ -632,12 +632,23 @@ fn audit_item(entry: &AuditEntry) -> AuditItem {
     }
 }
 
-/// `GET /api/v1/audit/verify`: walks the whole chain.
+/// How many audit entries one step of a chain check reads: the store is let go between
+/// steps, so a long chain does not hold up agents' results for seconds.
+const AUDIT_STEP: usize = 5000;
+
+/// `GET /api/v1/audit/verify`: walks the whole chain, in steps.
 pub async fn audit_verify(server: &Arc<Server>) -> Result<AuditVerify, WebError> {
-    let verified = server
-        .with_store(|store| store.verify_audit())
-        .await
-        .map_err(|e| WebError::internal("checking the audit log", e))?;
+    let mut from = None;
+    let verified = loop {
+        let step = server
+            .with_store(move |store| store.verify_audit_step(from.as_ref(), AUDIT_STEP))
+            .await
+            .map_err(|e| WebError::internal("checking the audit log", e))?;
+        match step {
+            Step::Done(verified) => break verified,
+            Step::More(point) => from = Some(point),
+        }
+    };
     Ok(match verified {
         Verified::Intact { entries, last_hash } => AuditVerify {
             intact: true,
@@ -654,6 +665,20 @@ pub async fn audit_verify(server: &Arc<Server>) -> Result<AuditVerify, WebError>
             reason: Some(reason),
         },
     })
+}
+
+/// The audit page's check of the chain: the whole chain the first time, then only what was
+/// added since ([`crate::server::store::Store::check_audit_step`]), in steps.
+pub async fn check_audit(server: &Arc<Server>) -> Result<AuditCheck, WebError> {
+    loop {
+        let step = server
+            .with_store(|store| store.check_audit_step(AUDIT_STEP))
+            .await
+            .map_err(|e| WebError::internal("checking the audit log", e))?;
+        if let Some(check) = step {
+            return Ok(check);
+        }
+    }
 }
 
 /// `GET /api/v1/pending-keys`.

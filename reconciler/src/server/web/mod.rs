@@ -171,18 +171,14 @@ async fn route(view: &Arc<View>, segments: &[&str], raw_query: &str) -> Result<R
         ["audit"] => {
             let query = Query::parse(raw_query, &["limit"])?;
             let limit = query.limit()?;
-            let (entries, verified) = server
-                .with_store(move |store| {
-                    Ok::<_, crate::server::store::StoreError>((
-                        store.audit_entries(limit)?,
-                        store.verify_audit()?,
-                    ))
-                })
+            let check = api::check_audit(server).await?;
+            let entries = server
+                .with_store(move |store| store.audit_entries(limit))
                 .await
                 .map_err(|e| WebError::internal("reading the audit log", e))?;
             Ok(html(
                 StatusCode::OK,
-                view.pages.audit(&entries, &verified, limit),
+                view.pages.audit(&entries, &check, limit),
             ))
         }
         ["static", "style.css"] => {

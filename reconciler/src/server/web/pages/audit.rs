@@ -3,7 +3,7 @@
 use serde::Serialize;
 
 use super::short;
-use crate::server::store::{AuditEntry, Verified};
+use crate::server::store::{AuditCheck, AuditEntry, Verified};
 use crate::server::web::facts::page_time;
 
 #[derive(Serialize)]
@@ -37,16 +37,27 @@ pub(super) struct AuditPage {
     entries: Vec<EntryRow>,
 }
 
-pub(super) fn context(entries: &[AuditEntry], verified: &Verified, limit: usize) -> AuditPage {
-    let verify = match verified {
-        Verified::Intact { entries, last_hash } => VerifyView {
-            class: "ok",
-            text: format!(
-                "The audit log is intact: all {entries} entries fit the hash chain (last hash \
-                 {}).",
-                last_hash.get(..16).unwrap_or(last_hash)
-            ),
-        },
+pub(super) fn context(entries: &[AuditEntry], check: &AuditCheck, limit: usize) -> AuditPage {
+    let verify = match &check.verified {
+        Verified::Intact { entries, last_hash } => {
+            // Said as it is: entries older than the last check are not read again per visit.
+            let since = check.walked_at.map_or_else(String::new, |at| {
+                format!(
+                    " This server walked the whole chain on {}; each visit since checks the \
+                     entries added after the last check and that the last one checked is \
+                     unchanged. Run `restic-manager audit verify` to walk it all again.",
+                    page_time(at)
+                )
+            });
+            VerifyView {
+                class: "ok",
+                text: format!(
+                    "The audit log is intact: all {entries} entries fit the hash chain (last \
+                     hash {}).{since}",
+                    last_hash.get(..16).unwrap_or(last_hash)
+                ),
+            }
+        }
         Verified::Broken { seq, reason } => VerifyView {
             class: "failed",
             text: format!(

@@ -15,7 +15,7 @@ use serde::Serialize;
 use warp::http::StatusCode;
 
 use crate::server::model::JobState;
-use crate::server::store::{AuditEntry, JobRecord, Verified};
+use crate::server::store::{AuditCheck, AuditEntry, JobRecord};
 
 use super::api;
 use super::facts::{AgentState, BackupStatus, Fleet, Health, human, page_time};
@@ -128,8 +128,8 @@ impl Pages {
 
     /// `/audit`.
     #[must_use]
-    pub fn audit(&self, entries: &[AuditEntry], verified: &Verified, limit: usize) -> String {
-        self.render("audit", &audit::context(entries, verified, limit))
+    pub fn audit(&self, entries: &[AuditEntry], check: &AuditCheck, limit: usize) -> String {
+        self.render("audit", &audit::context(entries, check, limit))
     }
 }
 
@@ -234,6 +234,7 @@ struct PendingView {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::server::store::Verified;
 
     #[test]
     fn the_templates_compile_and_never_write_unescaped_values() {
@@ -409,13 +410,32 @@ mod tests {
                 "Agents waiting for enrolment",
             ],
         );
-        let broken = Verified::Broken {
-            seq: 7,
-            reason: "its hash does not match".into(),
+        let broken = AuditCheck {
+            verified: Verified::Broken {
+                seq: 7,
+                reason: "its hash does not match".into(),
+            },
+            walked_at: None,
         };
         assert_renders(
             &pages.audit(&[], &broken, 100),
             &["The audit log is broken at entry 7: its hash does not match"],
+        );
+        let intact = AuditCheck {
+            verified: Verified::Intact {
+                entries: 1824,
+                last_hash: "5be1".repeat(16),
+            },
+            walked_at: Some("2027-01-15T08:00:00Z".parse().expect("a time")),
+        };
+        assert_renders(
+            &pages.audit(&[], &intact, 100),
+            &[
+                "The audit log is intact: all 1824 entries fit the hash chain (last hash \
+                 5be15be15be15be1).",
+                "This server walked the whole chain on 2027-01-15 08:00:00 UTC",
+                "restic-manager audit verify",
+            ],
         );
     }
 
