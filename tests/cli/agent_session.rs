@@ -501,6 +501,64 @@ fn a_failed_init_fails_the_jobs_waiting_for_it_with_its_reason_instead_of_deferr
 }
 
 #[test]
+fn a_repository_moved_in_git_is_audited_and_initialised_again_at_its_new_place() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (key, public) = agent_key(13);
+    let repo = session_repo(dir.path(), Some(&public), 2);
+    let data = dir.path().join("data");
+    let addr = format!("127.0.0.1:{}", free_port());
+    let server = demo_server(&repo, &data, &addr);
+    let agent = ScriptedAgent::start(&addr, "web-1", key, Script::SucceedAll);
+    let inits_at = |place: &str| {
+        agent
+            .seen
+            .lock()
+            .expect("lock")
+            .jobs
+            .iter()
+            .filter(|j| j.kind == protocol::JobKind::Init && j.repository.url.ends_with(place))
+            .count()
+    };
+    let first = wait_for(Duration::from_secs(20), || {
+        let backups = jobs(&data)
+            .iter()
+            .filter(|(_, k, s)| k == "backup" && s == "succeeded")
+            .count();
+        (inits_at("restic-repo") == 1 && backups >= 1).then_some(())
+    });
+    assert!(first.is_some(), "{:?}\n{}", jobs(&data), server.log());
+
+    let file = repo.join("repositories/local.toml");
+    let text = std::fs::read_to_string(&file).expect("read");
+    let moved = dir.path().join("restic-repo-moved");
+    let text = text.replace(
+        &dir.path().join("restic-repo").display().to_string(),
+        &moved.display().to_string(),
+    );
+    std::fs::write(&file, text).expect("write");
+    git(&repo, &["commit", "-q", "-am", "move the repository"]);
+    let commit = git(&repo, &["rev-parse", "HEAD"]);
+
+    let again = wait_for(Duration::from_secs(20), || {
+        (inits_at("restic-repo-moved") == 1).then_some(())
+    });
+    assert!(
+        again.is_some(),
+        "no init at the new place:\n{}",
+        server.log()
+    );
+    let detail: String = state(&data)
+        .expect("db")
+        .query_row(
+            "SELECT detail FROM audit WHERE action = 'repository-moved' AND commit_id = ?1",
+            [&commit],
+            |row| row.get(0),
+        )
+        .expect("a repository-moved entry for the commit");
+    assert!(detail.contains("restic-repo-moved"), "{detail}");
+}
+
+#[test]
 fn an_agent_with_an_unknown_key_is_pending_with_the_snippet_and_a_commit_enrols_it() {
     let dir = tempfile::tempdir().expect("temp dir");
     let (key, public) = agent_key(12);

@@ -331,7 +331,12 @@ fn ensure_init(store: &mut Store, job: &JobRecord, now: Timestamp) -> Result<Ini
     if store.is_initialized(&job.host, &job.repository)? {
         return Ok(InitGate::Ready);
     }
-    if let Some(last) = store.last_init(&job.host, &job.repository)? {
+    // An init from before the repository moved says nothing about its new location.
+    let moved_at = store.repository_moved_at(&job.repository)?;
+    let last = store
+        .last_init(&job.host, &job.repository)?
+        .filter(|last| moved_at.is_none_or(|moved| last.created_at >= moved));
+    if let Some(last) = last {
         if !last.state.is_terminal() {
             return Ok(InitGate::Waiting { id: last.id });
         }

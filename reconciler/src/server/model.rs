@@ -67,7 +67,10 @@ pub struct FleetState {
     pub hosts: std::collections::BTreeMap<String, HostRecord>,
     /// Sorted by key.
     pub assignments: Vec<AppliedAssignment>,
-    pub repositories: std::collections::BTreeSet<String>,
+    /// Each repository's location (its URL, which never holds credentials), by name; `None`
+    /// for one a server before schema version 3 recorded, until the next applied revision
+    /// fills it in.
+    pub repositories: std::collections::BTreeMap<String, Option<String>>,
 }
 
 /// What applying a revision changes.
@@ -104,6 +107,13 @@ pub enum Action {
     RepositoryRemoved {
         repository: String,
     },
+    /// The repository's URL changed: its hosts run `init` again (which leaves an existing
+    /// repository as it is) before their next job there.
+    RepositoryMoved {
+        repository: String,
+        from: String,
+        to: String,
+    },
 }
 
 impl Action {
@@ -121,6 +131,7 @@ impl Action {
             Action::AssignmentRemoved(_) => "assignment-removed",
             Action::RepositoryAdded { .. } => "repository-added",
             Action::RepositoryRemoved { .. } => "repository-removed",
+            Action::RepositoryMoved { .. } => "repository-moved",
         }
     }
 
@@ -135,9 +146,9 @@ impl Action {
             | Action::AgentKeyChanged { host } => host.clone(),
             Action::AssignmentAdded(a) | Action::AssignmentRemoved(a) => a.key.to_string(),
             Action::AssignmentChanged { new, .. } => new.key.to_string(),
-            Action::RepositoryAdded { repository } | Action::RepositoryRemoved { repository } => {
-                repository.clone()
-            }
+            Action::RepositoryAdded { repository }
+            | Action::RepositoryRemoved { repository }
+            | Action::RepositoryMoved { repository, .. } => repository.clone(),
         }
     }
 }

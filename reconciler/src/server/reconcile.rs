@@ -118,7 +118,11 @@ pub fn desired(config: &Config) -> FleetState {
     FleetState {
         hosts,
         assignments,
-        repositories: config.repositories.keys().cloned().collect(),
+        repositories: config
+            .repositories
+            .iter()
+            .map(|(name, repo)| (name.clone(), Some(repo.url.text.clone())))
+            .collect(),
     }
 }
 
@@ -307,15 +311,31 @@ pub fn diff(applied: &FleetState, desired: &FleetState) -> Vec<Action> {
 
     // A repository is "added" when a revision first declares it; the scheduler then runs
     // `init` before any backup goes to it.
-    for name in desired.repositories.difference(&applied.repositories) {
-        actions.push(Action::RepositoryAdded {
-            repository: name.clone(),
-        });
+    for (name, location) in &desired.repositories {
+        match applied.repositories.get(name) {
+            None => actions.push(Action::RepositoryAdded {
+                repository: name.clone(),
+            }),
+            // A location the store does not know yet (written before it kept them) is
+            // recorded without an action.
+            Some(Some(from)) => {
+                if let Some(to) = location.as_ref().filter(|to| *to != from) {
+                    actions.push(Action::RepositoryMoved {
+                        repository: name.clone(),
+                        from: from.clone(),
+                        to: to.clone(),
+                    });
+                }
+            }
+            Some(None) => {}
+        }
     }
-    for name in applied.repositories.difference(&desired.repositories) {
-        actions.push(Action::RepositoryRemoved {
-            repository: name.clone(),
-        });
+    for name in applied.repositories.keys() {
+        if !desired.repositories.contains_key(name) {
+            actions.push(Action::RepositoryRemoved {
+                repository: name.clone(),
+            });
+        }
     }
     actions
 }

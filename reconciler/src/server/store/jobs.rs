@@ -211,6 +211,24 @@ impl Store {
     }
 
     /// The newest init of `repository` on `host`, whichever policy asked for it.
+    /// When the repository was last moved to a new location, if ever.
+    pub fn repository_moved_at(
+        &self,
+        repository: &str,
+    ) -> Result<Option<jiff::Timestamp>, StoreError> {
+        let at: Option<i64> = self
+            .conn
+            .query_row(
+                "SELECT located_at FROM repositories WHERE name = ?1",
+                [repository],
+                |row| row.get(0),
+            )
+            .optional()?
+            .flatten();
+        at.map(|s| jiff::Timestamp::from_second(s).map_err(|e| StoreError::Decode(e.to_string())))
+            .transpose()
+    }
+
     pub fn last_init(&self, host: &str, repository: &str) -> Result<Option<JobRecord>, StoreError> {
         Ok(self
             .jobs_where(

@@ -154,6 +154,12 @@ const STEPS: &[&str] = &[
         PRIMARY KEY (host, repository)
     );
     ",
+    // 3: each repository's location, so a moved repository is noticed and initialised again,
+    // and since when it is there, so an init that failed at the old location no longer counts.
+    r"
+    ALTER TABLE repositories ADD COLUMN location TEXT;
+    ALTER TABLE repositories ADD COLUMN located_at INTEGER;
+    ",
 ];
 
 /// Brings the database to `target`, one step per transaction.

@@ -342,6 +342,14 @@ impl Store {
                 &action_detail(action, changed),
             )?;
         }
+        for (name, location) in &desired.repositories {
+            exec(
+                &tx,
+                "UPDATE repositories SET location = ?2 WHERE name = ?1 \
+                 AND location IS NOT ?2",
+                params![name, location],
+            )?;
+        }
         insert_revision(&tx, revision, "applied", None)?;
         audit::append(
             &tx,
@@ -716,6 +724,19 @@ fn apply_action(
                 params![repository, now],
             )?;
         }
+        Action::RepositoryMoved { repository, .. } => {
+            // Every host initialises it again at its new place before its next job there.
+            exec(
+                conn,
+                "DELETE FROM repository_init WHERE repository = ?1",
+                params![repository],
+            )?;
+            exec(
+                conn,
+                "UPDATE repositories SET located_at = ?2 WHERE name = ?1",
+                params![repository, now],
+            )?;
+        }
         Action::RepositoryRemoved { repository } => {
             exec(
                 conn,
@@ -772,6 +793,13 @@ fn action_detail(action: &Action, changed: &ChangedKeys) -> serde_json::Value {
                 "changed-keys": keys,
             })
         }
+        Action::RepositoryMoved { from, to, .. } => serde_json::json!({
+            "from": from,
+            "to": to,
+            "detail": format!(
+                "moves from `{from}` to `{to}`; each host runs init there before its next job"
+            ),
+        }),
         _ => serde_json::json!({}),
     }
 }
@@ -832,9 +860,9 @@ fn load_applied(conn: &Connection) -> Result<FleetState, StoreError> {
     }
     assignments.sort_by(|a, b| a.key.cmp(&b.key));
 
-    let mut stmt = conn.prepare("SELECT name FROM repositories")?;
+    let mut stmt = conn.prepare("SELECT name, location FROM repositories")?;
     let repositories = stmt
-        .query_map([], |row| row.get(0))?
+        .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
         .collect::<Result<_, _>>()?;
     Ok(FleetState {
         hosts,

@@ -858,3 +858,92 @@ fn a_rewrite_after_an_invalid_tip_names_that_tip_and_the_last_applied_commit() {
         )
     );
 }
+
+#[test]
+fn a_moved_repository_is_audited_and_initialised_again_and_an_old_failed_init_no_longer_counts() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = open(&dir);
+    let none = ChangedKeys::default();
+    store
+        .apply_revision(&revision("a1"), example(), None, &none)
+        .unwrap();
+    let now = jiff::Timestamp::now();
+    let mut init = new_job("web-1.system.init.1", JobState::Queued);
+    init.key.kind = JobKind::Init;
+    store.queue_jobs(&[init], &[], now).unwrap();
+    let done = result("web-1.system.init.1", protocol::Outcome::Succeeded);
+    store
+        .finish_job("web-1.system.init.1", &done, JobState::Succeeded, None)
+        .unwrap();
+    assert!(store.is_initialized("web-1", "local").unwrap());
+    assert_eq!(store.repository_moved_at("local").unwrap(), None);
+
+    let mut moved = example();
+    let old = moved.repositories["local"].clone().unwrap();
+    moved
+        .repositories
+        .insert("local".into(), Some("/srv/elsewhere".into()));
+    let actions = store
+        .apply_revision(&revision("b2"), moved.clone(), None, &none)
+        .unwrap();
+    assert_eq!(
+        actions,
+        [Action::RepositoryMoved {
+            repository: "local".into(),
+            from: old.clone(),
+            to: "/srv/elsewhere".into(),
+        }]
+    );
+    assert!(
+        !store.is_initialized("web-1", "local").unwrap(),
+        "each host initialises the repository again at its new place"
+    );
+    assert!(store.repository_moved_at("local").unwrap().is_some());
+    let detail: String = store
+        .conn
+        .query_row(
+            "SELECT detail FROM audit WHERE action = 'repository-moved'",
+            [],
+            |row| row.get(0),
+        )
+        .unwrap();
+    assert!(
+        detail.contains(&format!("moves from `{old}` to `/srv/elsewhere`")),
+        "{detail}"
+    );
+
+    // What is stored reads back as applied, and the same revision again changes nothing.
+    drop(store);
+    let mut store = open(&dir);
+    assert_eq!(store.applied_state().unwrap(), &moved);
+    assert!(
+        store
+            .apply_revision(&revision("c3"), moved, None, &none)
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[test]
+fn a_location_stored_before_schema_3_is_filled_in_without_an_action() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = open(&dir);
+    let none = ChangedKeys::default();
+    store
+        .apply_revision(&revision("a1"), example(), None, &none)
+        .unwrap();
+    store
+        .conn
+        .execute("UPDATE repositories SET location = NULL", [])
+        .unwrap();
+    drop(store);
+    let mut store = open(&dir);
+    assert_eq!(store.applied_state().unwrap().repositories["local"], None);
+    let actions = store
+        .apply_revision(&revision("b2"), example(), None, &none)
+        .unwrap();
+    assert!(actions.is_empty(), "{actions:?}");
+    drop(store);
+    let mut store = open(&dir);
+    assert_eq!(store.applied_state().unwrap(), &example());
+}
