@@ -1115,3 +1115,29 @@ fn the_audit_page_checks_only_new_entries_after_the_first_walk_and_says_so() {
         "{third}"
     );
 }
+
+#[test]
+fn a_busy_listen_address_is_reported_before_the_data_directory_is_made() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let repo = example_work_tree(dir.path());
+    let busy = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = busy.local_addr().expect("addr").to_string();
+    let data = dir.path().join("data");
+    let out = crate::common::run(
+        restic_manager()
+            .args(["serve", "--repository"])
+            .arg(&repo)
+            .args(["--listen", &addr])
+            .arg("--data-dir")
+            .arg(&data)
+            .arg("--identity")
+            .arg(workspace().join("examples/demo-identity.txt")),
+    );
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(
+        out.stderr.contains(&format!("cannot listen on {addr}")),
+        "{}",
+        out.stderr
+    );
+    assert!(!data.exists(), "a failed start leaves no data directory");
+}

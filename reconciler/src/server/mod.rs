@@ -87,11 +87,14 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
         Source::Remote(_) => None,
     };
 
-    let store = store::Store::open(&settings.data_dir)?;
+    // The address is taken before the data directory is made, so a busy port leaves nothing
+    // behind; a second server on this data directory is named as such first.
+    store::DataDirLock::probe(&settings.data_dir)?;
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
         .with_context(|| format!("cannot listen on {}", settings.listen))?;
     let listen = listener.local_addr()?;
+    let store = store::Store::open(&settings.data_dir)?;
 
     let server = Arc::new(Server::new(settings, store, identity, webhook_secret));
     follow::restore(&server, &mut source);

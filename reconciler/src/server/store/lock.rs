@@ -57,6 +57,20 @@ impl DataDirLock {
         }
     }
 
+    /// Fails with [`StoreError::Locked`] when another process holds the lock of an existing
+    /// data directory; creates nothing. Lets a start report a second server before it tries
+    /// the listen address the first one holds.
+    pub fn probe(data_dir: &Path) -> Result<(), StoreError> {
+        let path = data_dir.join(LOCK_FILE);
+        let Ok(file) = File::open(&path) else {
+            return Ok(());
+        };
+        match file.try_lock() {
+            Err(TryLockError::WouldBlock) => Err(StoreError::Locked { path }),
+            Ok(()) | Err(TryLockError::Error(_)) => Ok(()),
+        }
+    }
+
     /// Whether a server has created a database in this directory before.
     pub fn database_was_created(&self) -> Result<bool, StoreError> {
         let text = std::fs::read(&self.path).map_err(|e| self.error(&e))?;

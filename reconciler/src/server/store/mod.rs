@@ -32,7 +32,7 @@ use super::reconcile::{ChangedKeys, describe_change};
 
 pub use audit::{AuditEntry, ChainPoint, Step, Verified, verify_audit};
 pub use jobs::{JobRecord, NewJob, SessionRecord, Settled};
-pub use lock::LOCK_FILE;
+pub use lock::{DataDirLock, LOCK_FILE};
 
 /// The database file's name inside the data directory.
 pub const DB_FILE: &str = "state.db";
