@@ -392,7 +392,7 @@ impl Store {
                  summary = ?6, unreadable = ?7, stderr_tail = ?8, \
                  started_at = coalesce(started_at, ?9), finished_at = ?10, updated_at = ?10, \
                  log_tail = coalesce(?11, log_tail), lost = 0, \
-                 reason = CASE WHEN state = 'deferred' THEN NULL ELSE reason END \
+                 reason = CASE WHEN state = 'deferred' OR lost = 1 THEN NULL ELSE reason END \
                  WHERE id = ?1 AND (state NOT IN ({}) OR lost = 1)",
                 state_list(&terminal_states())
             ),
