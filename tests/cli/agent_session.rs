@@ -559,6 +559,30 @@ fn a_repository_moved_in_git_is_audited_and_initialised_again_at_its_new_place()
 }
 
 #[test]
+fn two_agents_sharing_one_key_are_reported_when_they_keep_replacing_each_other() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (key, public) = agent_key(14);
+    let repo = session_repo(dir.path(), Some(&public), 3600);
+    let data = dir.path().join("data");
+    let addr = format!("127.0.0.1:{}", free_port());
+    let server = demo_server(&repo, &data, &addr);
+    let _one = ScriptedAgent::start(&addr, "web-1", key.clone(), Script::SucceedAll);
+    let _other = ScriptedAgent::start(&addr, "web-1", key, Script::SucceedAll);
+    let reported = wait_for(Duration::from_secs(30), || {
+        server
+            .log()
+            .contains("connections of this host's agent keep replacing each other")
+            .then_some(())
+    });
+    assert!(reported.is_some(), "{}", server.log());
+    assert!(
+        server
+            .log()
+            .contains("two agents seem to run with the same key")
+    );
+}
+
+#[test]
 fn an_agent_with_an_unknown_key_is_pending_with_the_snippet_and_a_commit_enrols_it() {
     let dir = tempfile::tempdir().expect("temp dir");
     let (key, public) = agent_key(12);

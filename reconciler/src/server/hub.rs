@@ -36,7 +36,14 @@ const PENDING_RETRY_SECS: u64 = 30;
 pub struct Hub {
     sessions: std::sync::Mutex<HashMap<String, Session>>,
     next_id: AtomicU64,
+    /// Per host, the start of the current minute and how often a new connection replaced an
+    /// open one in it: two machines with one key (a cloned VM) push each other off forever.
+    takeovers: std::sync::Mutex<HashMap<String, (std::time::Instant, u32)>>,
 }
+
+/// Replacements of a host's open connection within a minute that are reported as two agents
+/// sharing one key.
+const TAKEOVERS_REPORTED: u32 = 5;
 
 struct Session {
     id: u64,
@@ -107,8 +114,30 @@ impl Hub {
             .insert(host.to_owned(), Session { id, key, tx });
         if old.is_some() {
             info!(host, "agent reconnected; the older connection is closed");
+            self.count_takeover(host);
         }
         id
+    }
+
+    /// Counts a replaced connection and warns, once a minute, when they come too often.
+    fn count_takeover(&self, host: &str) {
+        let now = std::time::Instant::now();
+        let mut takeovers = self.takeovers.lock().expect("hub lock");
+        let (since, count) = takeovers.entry(host.to_owned()).or_insert((now, 0));
+        if now.duration_since(*since) > Duration::from_mins(1) {
+            (*since, *count) = (now, 0);
+        }
+        *count += 1;
+        if *count == TAKEOVERS_REPORTED {
+            warn!(
+                host,
+                replaced = *count,
+                "connections of this host's agent keep replacing each other (5 times within a \
+                 minute): two agents seem to run with the same key and host name, such as a \
+                 cloned machine or a second agent with its own state directory; give each \
+                 machine its own key and host file"
+            );
+        }
     }
 
     fn unregister(&self, host: &str, id: u64) {

@@ -685,7 +685,10 @@ fn removing_a_host_closes_its_waiting_and_sent_jobs_and_a_late_result_still_coun
     );
     let late = store.job("s").unwrap().unwrap();
     assert_eq!(late.state, JobState::Succeeded);
-    assert_eq!(late.reason, None, "the reason it was closed no longer holds");
+    assert_eq!(
+        late.reason, None,
+        "the reason it was closed no longer holds"
+    );
 }
 
 #[test]
