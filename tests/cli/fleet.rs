@@ -13,38 +13,11 @@ use std::time::Duration;
 
 use crate::agent_session::{jobs, sealed_for_server};
 use crate::common::{git, workspace, write};
+use crate::restic::restic_binaries;
 use crate::serve::{ServerProcess, free_port, start_server_at, state, wait_for};
 
 /// The password of the test repository: every character a shell or a parser could choke on.
 const PASSWORD: &str = "p\"a'ss $HOME `id` \\n ! # wörd ☃";
-
-/// The restic binaries to test against: `RM_TEST_RESTIC_BINARIES` (colon-separated) when
-/// set, else `restic` on PATH plus `<workspace>/target/tools/restic-0.18/usr/bin/restic`.
-pub fn restic_binaries() -> Vec<PathBuf> {
-    let mut found = Vec::new();
-    if let Some(list) = std::env::var_os("RM_TEST_RESTIC_BINARIES") {
-        found.extend(std::env::split_paths(&list).filter(|p| !p.as_os_str().is_empty()));
-    } else {
-        if let Some(path) = std::env::var_os("PATH")
-            && let Some(restic) = std::env::split_paths(&path)
-                .map(|dir| dir.join("restic"))
-                .find(|p| p.is_file())
-        {
-            found.push(restic);
-        }
-        let tools = workspace().join("target/tools/restic-0.18/usr/bin/restic");
-        if tools.is_file() {
-            found.push(tools);
-        }
-    }
-    assert!(
-        !found.is_empty(),
-        "no restic binary found: install restic 0.14 or newer (Debian: `apt-get install \
-         restic`), run `.ci/install-restic-0.18` for restic 0.18, or set \
-         RM_TEST_RESTIC_BINARIES to a colon-separated list of restic binaries"
-    );
-    found
-}
 
 /// The restic binary of version `major.minor`, or a failure saying how to get it.
 fn restic_of(version: &str) -> PathBuf {

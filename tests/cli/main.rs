@@ -6,6 +6,9 @@ mod common;
 mod docs;
 mod fleet;
 mod plan;
+// The same search for restic binaries as the agent's tests.
+#[path = "../../agent/tests/shared/restic.rs"]
+mod restic;
 mod schema;
 mod secrets;
 mod serve;

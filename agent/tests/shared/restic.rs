@@ -1,5 +1,5 @@
-//! The one place the agent's test binaries find the restic binaries they run (included by
-//! `runner.rs` and by `it/`).
+//! The one place the test binaries find the restic binaries they run (included by the agent's
+//! `runner.rs` and `it/`, and by the workspace's end-to-end tests in `tests/cli`).
 
 use std::path::{Path, PathBuf};
 
@@ -25,7 +25,7 @@ pub fn restic_binaries() -> Vec<PathBuf> {
     }
     assert!(
         !found.is_empty(),
-        "no restic binary found for the agent's tests: install restic 0.14 or newer (Debian: \
+        "no restic binary found for the tests: install restic 0.14 or newer (Debian: \
          `apt-get install restic`), run `.ci/install-restic-0.18` for restic 0.18, or set \
          RM_TEST_RESTIC_BINARIES to a colon-separated list of restic binaries"
     );
