@@ -118,10 +118,7 @@ fn git_hook(
     server: Arc<Server>,
 ) -> warp::reply::WithStatus<&'static str> {
     let Some(secret) = &server.webhook_secret else {
-        return warp::reply::with_status(
-            "webhook not configured: set webhook-secret-file\n",
-            StatusCode::NOT_FOUND,
-        );
+        return not_configured();
     };
     let from = remote.map_or_else(|| "unknown".to_owned(), |a| a.to_string());
     match webhook::verify(
@@ -174,10 +171,7 @@ fn git_hook_too_large(
     server: Arc<Server>,
 ) -> warp::reply::WithStatus<&'static str> {
     if server.webhook_secret.is_none() {
-        return warp::reply::with_status(
-            "webhook not configured: set webhook-secret-file\n",
-            StatusCode::NOT_FOUND,
-        );
+        return not_configured();
     }
     let from = remote.map_or_else(|| "unknown".to_owned(), |a| a.to_string());
     let reason = format!(
@@ -188,5 +182,13 @@ fn git_hook_too_large(
     warp::reply::with_status(
         "request body too large: a webhook may carry at most 1 MiB\n",
         StatusCode::PAYLOAD_TOO_LARGE,
+    )
+}
+
+/// The answer to a webhook when the server has no webhook secret.
+fn not_configured() -> warp::reply::WithStatus<&'static str> {
+    warp::reply::with_status(
+        "webhook not configured: set webhook-secret-file\n",
+        StatusCode::NOT_FOUND,
     )
 }
