@@ -333,11 +333,12 @@ fn own_command() -> String {
     let Ok(me) = std::env::current_exe() else {
         return "restic-manager".to_owned();
     };
+    let real = me.canonicalize().ok();
     let on_path = std::env::var_os("PATH").is_some_and(|path| {
         std::env::split_paths(&path)
             .map(|dir| dir.join("restic-manager"))
             .filter_map(|candidate| candidate.canonicalize().ok())
-            .any(|candidate| me.canonicalize().is_ok_and(|me| me == candidate))
+            .any(|candidate| real.as_ref() == Some(&candidate))
     });
     if on_path {
         "restic-manager".to_owned()
