@@ -995,29 +995,34 @@ fn a_cron_that_never_fires_makes_the_revision_invalid_and_the_schedule_stays() {
     assert!(schedule.contains("30 1 * * *"), "{schedule}");
 }
 
+/// Starts `serve` with the demo identity, expecting it to refuse at start (exit code 2);
+/// returns what it said.
+fn refused_start(repo: &Path, listen: &str, data: &Path) -> String {
+    let out = crate::common::run(
+        restic_manager()
+            .args(["serve", "--repository"])
+            .arg(repo)
+            .args(["--listen", listen])
+            .arg("--data-dir")
+            .arg(data)
+            .arg("--identity")
+            .arg(workspace().join("examples/demo-identity.txt")),
+    );
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    out.stderr
+}
+
 #[test]
 fn a_second_server_on_a_data_directory_in_use_is_refused_and_writes_nothing() {
     let dir = tempfile::tempdir().expect("temp dir");
     let first = following_example(dir.path());
     let audit_before = audited(&first.data, &first.head);
-    let out = crate::common::run(
-        restic_manager()
-            .args(["serve", "--repository"])
-            .arg(&first.repo)
-            .args(["--listen", "127.0.0.1:0"])
-            .arg("--data-dir")
-            .arg(&first.data)
-            .arg("--identity")
-            .arg(workspace().join("examples/demo-identity.txt")),
-    );
-    assert_eq!(out.code, 2, "{}", out.stderr);
+    let stderr = refused_start(&first.repo, "127.0.0.1:0", &first.data);
     assert!(
-        out.stderr
-            .contains("another restic-manager server is running"),
-        "{}",
-        out.stderr
+        stderr.contains("another restic-manager server is running"),
+        "{stderr}"
     );
-    assert!(out.stderr.contains("serve.lock"), "{}", out.stderr);
+    assert!(stderr.contains("serve.lock"), "{stderr}");
     assert_eq!(audited(&first.data, &first.head), audit_before);
 }
 
@@ -1028,19 +1033,9 @@ fn a_deleted_state_database_in_a_used_data_directory_is_refused_not_recreated() 
     for name in ["state.db", "state.db-wal", "state.db-shm"] {
         let _ = std::fs::remove_file(data.join(name));
     }
-    let out = crate::common::run(
-        restic_manager()
-            .args(["serve", "--repository"])
-            .arg(&repo)
-            .args(["--listen", "127.0.0.1:0"])
-            .arg("--data-dir")
-            .arg(&data)
-            .arg("--identity")
-            .arg(workspace().join("examples/demo-identity.txt")),
-    );
-    assert_eq!(out.code, 2, "{}", out.stderr);
-    assert!(out.stderr.contains("is missing"), "{}", out.stderr);
-    assert!(out.stderr.contains("restore state.db"), "{}", out.stderr);
+    let stderr = refused_start(&repo, "127.0.0.1:0", &data);
+    assert!(stderr.contains("is missing"), "{stderr}");
+    assert!(stderr.contains("restore state.db"), "{stderr}");
     assert!(
         !data.join("state.db").exists(),
         "no empty database was made"
@@ -1123,21 +1118,10 @@ fn a_busy_listen_address_is_reported_before_the_data_directory_is_made() {
     let busy = TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = busy.local_addr().expect("addr").to_string();
     let data = dir.path().join("data");
-    let out = crate::common::run(
-        restic_manager()
-            .args(["serve", "--repository"])
-            .arg(&repo)
-            .args(["--listen", &addr])
-            .arg("--data-dir")
-            .arg(&data)
-            .arg("--identity")
-            .arg(workspace().join("examples/demo-identity.txt")),
-    );
-    assert_eq!(out.code, 2, "{}", out.stderr);
+    let stderr = refused_start(&repo, &addr, &data);
     assert!(
-        out.stderr.contains(&format!("cannot listen on {addr}")),
-        "{}",
-        out.stderr
+        stderr.contains(&format!("cannot listen on {addr}")),
+        "{stderr}"
     );
     assert!(!data.exists(), "a failed start leaves no data directory");
 }

@@ -643,6 +643,15 @@ fn store_with_web1_jobs(dir: &tempfile::TempDir) -> Store {
     store
 }
 
+/// The waiting jobs of [`store_with_web1_jobs`] were cancelled with `reason`.
+fn assert_waiting_jobs_cancelled(store: &Store, reason: &str) {
+    for id in ["q", "d"] {
+        let job = store.job(id).unwrap().unwrap();
+        assert_eq!(job.state, JobState::Cancelled, "{id}");
+        assert_eq!(job.reason.as_deref(), Some(reason), "{id}");
+    }
+}
+
 #[test]
 fn removing_a_host_closes_its_waiting_and_sent_jobs_and_a_late_result_still_counts() {
     let dir = tempfile::tempdir().unwrap();
@@ -654,15 +663,7 @@ fn removing_a_host_closes_its_waiting_and_sent_jobs_and_a_late_result_still_coun
         .apply_revision(&revision("b2"), without, None, &ChangedKeys::default())
         .unwrap();
 
-    for id in ["q", "d"] {
-        let job = store.job(id).unwrap().unwrap();
-        assert_eq!(job.state, JobState::Cancelled, "{id}");
-        assert_eq!(
-            job.reason.as_deref(),
-            Some("the host was removed from the configuration"),
-            "{id}"
-        );
-    }
+    assert_waiting_jobs_cancelled(&store, "the host was removed from the configuration");
     let sent = store.job("s").unwrap().unwrap();
     assert_eq!(sent.state, JobState::Cancelled);
     let reason = sent.reason.unwrap();
@@ -701,15 +702,7 @@ fn pausing_a_host_cancels_what_waits_for_it_and_lets_a_sent_job_report() {
         .apply_revision(&revision("c3"), paused, None, &ChangedKeys::default())
         .unwrap();
 
-    for id in ["q", "d"] {
-        let job = store.job(id).unwrap().unwrap();
-        assert_eq!(job.state, JobState::Cancelled, "{id}");
-        assert_eq!(
-            job.reason.as_deref(),
-            Some("the host was paused in the configuration"),
-            "{id}"
-        );
-    }
+    assert_waiting_jobs_cancelled(&store, "the host was paused in the configuration");
     assert_eq!(store.job("s").unwrap().unwrap().state, JobState::Dispatched);
 }
 
